@@ -1,0 +1,154 @@
+"""``heimdall`` command line: serve, config check, config schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from heimdall import __version__
+
+ENV_OPTIONS = {
+    "config": "HEIMDALL_CONFIG",
+    "app_dir": "HEIMDALL_APP_DIR",
+    "host": "HEIMDALL_HOST",
+    "port": "HEIMDALL_PORT",
+    "db_url": "HEIMDALL_DB_URL",
+    "public_url": "HEIMDALL_PUBLIC_URL",
+    "workers": "HEIMDALL_WORKERS",
+    "log_level": "HEIMDALL_LOG_LEVEL",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heimdall",
+        description="Heimdall AI gateway: OpenAI-compatible LLM gateway and MCP gateway with per-user OAuth.",
+    )
+    parser.add_argument("--version", action="version", version=f"heimdall {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Every option is also an environment variable (shown in brackets).",
+    )
+    serve.add_argument("--config", type=Path, help="config.json that seeds the store [HEIMDALL_CONFIG]")
+    serve.add_argument("--app-dir", type=Path, help="directory for the SQLite store and keys (default ./data) [HEIMDALL_APP_DIR]")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1) [HEIMDALL_HOST]")
+    serve.add_argument("--port", type=int, help="listen port (default 8080) [HEIMDALL_PORT]")
+    serve.add_argument("--db-url", help="database URL: sqlite:///path or postgresql://… [HEIMDALL_DB_URL]")
+    serve.add_argument("--public-url", help="externally visible base URL [HEIMDALL_PUBLIC_URL]")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1) [HEIMDALL_WORKERS]")
+    serve.add_argument("--log-level", help="debug, info, warning or error [HEIMDALL_LOG_LEVEL]")
+
+    config = commands.add_parser("config", help="work with config.json files")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file and print every error with its JSON path")
+    check.add_argument("file", type=Path)
+    config_commands.add_parser("schema", help="print the JSON Schema of config.json")
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> object:
+    from heimdall.settings import Settings
+
+    overrides = {name: getattr(args, name) for name in ENV_OPTIONS if getattr(args, name, None) is not None}
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from heimdall.settings import Settings
+
+    try:
+        settings = _settings_from(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(f"heimdall: invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
+        return 2
+    assert isinstance(settings, Settings)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.config is not None:
+        from heimdall.config.loader import ConfigError, load_config_file
+
+        try:
+            load_config_file(settings.config)
+        except ConfigError as exc:
+            print_config_errors(exc)
+            return 2
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": settings.access_log,
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "http": "httptools",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        # Workers import the factory by name and rebuild Settings from the environment.
+        for name, env in ENV_OPTIONS.items():
+            value = getattr(settings, name, None)
+            if value is not None:
+                os.environ[env] = str(value)
+        uvicorn.run("heimdall.app:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    else:
+        from heimdall.app import create_app
+
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    return 0
+
+
+def print_config_errors(exc: object) -> None:
+    from heimdall.config.loader import ConfigError
+
+    assert isinstance(exc, ConfigError)
+    print(f"{exc.source}: {len(exc.issues)} error(s)", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from heimdall.config.loader import ConfigError, load_config_file
+
+    try:
+        loaded = load_config_file(args.file)
+    except ConfigError as exc:
+        print_config_errors(exc)
+        return 1
+    for warning in loaded.warnings:
+        print(f"  warning: {warning}")
+    config = loaded.config
+    keys = sum(len(p.keys) for p in config.providers.values())
+    print(
+        f"{args.file}: OK ({len(config.providers)} providers, {keys} keys, "
+        f"{len(config.governance.virtual_keys)} virtual keys, {len(loaded.warnings)} warnings)"
+    )
+    return 0
+
+
+def cmd_config_schema(_args: argparse.Namespace) -> int:
+    from heimdall.config.schema import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return cmd_serve(args)
+    if args.command == "config" and args.config_command == "check":
+        return cmd_config_check(args)
+    if args.command == "config" and args.config_command == "schema":
+        return cmd_config_schema(args)
+    return 2

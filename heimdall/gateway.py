@@ -1,0 +1,33 @@
+"""The services one running gateway holds, created in the app's lifespan and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from heimdall.crypto import SecretBox
+from heimdall.llm.pipeline import InferencePipeline
+from heimdall.metrics import Metrics
+from heimdall.settings import Settings
+from heimdall.state import Snapshot, SnapshotHolder
+from heimdall.store.repos import Store
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: Store
+    box: SecretBox
+    snapshots: SnapshotHolder
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    pipeline: InferencePipeline
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.snapshots.current
+
+    def body_limit(self) -> int:
+        configured = self.snapshot.client.max_request_body_size_mb
+        return configured * 1024 * 1024 if configured else self.settings.max_request_body_bytes

@@ -1,0 +1,1 @@
+"""Virtual keys: who may call which provider, model and MCP tool."""

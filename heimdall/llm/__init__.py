@@ -1,0 +1,1 @@
+"""The OpenAI-compatible LLM gateway: providers, routing, aliases and the inference endpoints."""

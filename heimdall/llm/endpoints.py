@@ -1,0 +1,184 @@
+"""OpenAI-format inference endpoints as raw ASGI callables (the hot path: no framework per request).
+
+``/v1/chat/completions``, ``/v1/embeddings`` and ``/v1/models``, also reachable under ``/openai``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from heimdall.asgi import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    send_bytes,
+    send_error,
+)
+from heimdall.errors import BadRequest, GatewayError
+from heimdall.gateway import Gateway
+from heimdall.llm.pipeline import Attempted, Caller, attach_model_fields, authenticate
+from heimdall.llm.providers.base import StreamBroken
+
+_FINAL_FRAME = re.compile(rb'"finish_reason"\s*:\s*"|"usage"\s*:\s*\{')
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    error_type = "method_not_allowed"
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise BadRequest("request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def model_of(data: dict[str, Any]) -> str:
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest("model is required: send it as provider/model or as an alias", param="model")
+    return model
+
+
+class OpenAIEndpoints:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _record(self, endpoint: str, state: Attempted | None, status: int, started: float) -> None:
+        metrics = self.gateway.metrics
+        provider = state.provider if state else "unknown"
+        model = state.route.model if state and state.route else "unknown"
+        metrics.requests.labels(endpoint, provider, model, str(status)).inc()
+        metrics.latency.labels(endpoint, provider, model).observe(time.perf_counter() - started)
+
+    def _count_tokens(self, state: Attempted, usage: Any) -> None:
+        if isinstance(usage, dict) and state.route is not None:
+            for kind in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(kind)
+                if isinstance(value, int) and value > 0:
+                    self.gateway.metrics.tokens.labels(state.provider, state.route.model, kind[:-7]).inc(value)
+
+    async def _start(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Caller, Attempted]:
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
+        headers = header_map(scope)
+        body = await read_body(receive, headers, self.gateway.body_limit())
+        data = parse_json_object(body)
+        state = Attempted(model_field=model_of(data))
+        caller = authenticate(self.gateway.snapshot, self.gateway.box, headers)
+        return data, caller, state
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        state: Attempted | None = None
+        status = 200
+        try:
+            data, caller, state = await self._start(scope, receive)
+            pipeline = self.gateway.pipeline
+            if data.get("stream") is True:
+                first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, data)
+                await self._relay_stream(send, state, first, frames)
+            else:
+                result = await pipeline.chat(self.gateway.snapshot, caller, state, data)
+                result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
+                self._count_tokens(state, result.get("usage"))
+                await send_bytes(send, 200, orjson.dumps(result))
+        except GatewayError as exc:
+            status = exc.status_code
+            await send_error(send, attach_model_fields(exc, state))
+        except ClientDisconnected:
+            status = 499
+        finally:
+            self._record("chat", state, status, started)
+
+    async def _relay_stream(self, send: Send, state: Attempted, first: bytes, frames: AsyncIterator[bytes]) -> None:
+        extra = state.extra_fields()
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        try:
+            frame: bytes | None = first
+            while frame is not None:
+                if _FINAL_FRAME.search(frame):
+                    frame = self._with_extra_fields(frame, extra, state)
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                frame = await anext(frames, None)
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        except StreamBroken as exc:
+            model = state.route.model if state.route else "unknown"
+            self.gateway.metrics.upstream_errors.labels(state.provider, model, "stream_broken").inc()
+            error = GatewayError(str(exc), status_code=502, error_type="upstream_stream_broken", extra_fields=extra)
+            error.from_gateway = False
+            await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n", "more_body": False})
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]
+
+    def _with_extra_fields(self, frame: bytes, extra: dict[str, Any], state: Attempted) -> bytes:
+        try:
+            chunk = orjson.loads(frame[5:])
+        except orjson.JSONDecodeError:
+            return frame
+        if not isinstance(chunk, dict):
+            return frame
+        chunk["extra_fields"] = {**extra, **chunk.get("extra_fields", {})}
+        self._count_tokens(state, chunk.get("usage"))
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        state: Attempted | None = None
+        status = 200
+        try:
+            data, caller, state = await self._start(scope, receive)
+            if "input" not in data:
+                raise BadRequest("input is required", param="input")
+            result = await self.gateway.pipeline.embeddings(self.gateway.snapshot, caller, state, data)
+            result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
+            self._count_tokens(state, result.get("usage"))
+            await send_bytes(send, 200, orjson.dumps(result))
+        except GatewayError as exc:
+            status = exc.status_code
+            await send_error(send, attach_model_fields(exc, state))
+        except ClientDisconnected:
+            status = 499
+        finally:
+            self._record("embeddings", state, status, started)
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if scope["method"] != "GET":
+                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET")
+            snapshot = self.gateway.snapshot
+            caller = authenticate(snapshot, self.gateway.box, header_map(scope))
+            models: list[dict[str, Any]] = []
+            for provider in snapshot.providers.values():
+                for name in provider.explicit_models():
+                    if caller.vk is not None and not caller.vk.allows_model(provider.name, name):
+                        continue
+                    is_alias = any(name in key.aliases for key in provider.keys)
+                    entry: dict[str, Any] = {
+                        "id": f"{provider.name}/{name}",
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": provider.name,
+                    }
+                    if is_alias:
+                        entry["alias_for"] = sorted({key.aliases[name] for key in provider.keys if name in key.aliases})
+                    models.append(entry)
+            await send_bytes(send, 200, orjson.dumps({"object": "list", "data": models}), JSON_HEADERS)
+        except GatewayError as exc:
+            await send_error(send, exc)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, async engine, repositories and Alembic migrations."""
