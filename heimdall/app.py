@@ -20,7 +20,7 @@ from heimdall.config.loader import load_config_file
 from heimdall.config.seed import seed_store
 from heimdall.crypto import SecretBox, load_or_create_key
 from heimdall.gateway import Gateway
-from heimdall.llm.endpoints import OpenAIEndpoints
+from heimdall.llm.anthropic_endpoint import AnthropicEndpoints
 from heimdall.llm.pipeline import InferencePipeline
 from heimdall.metrics import Metrics
 from heimdall.settings import Settings
@@ -118,7 +118,8 @@ class HotPathRouter:
         self.routes: dict[str, ASGIApp] = {}
 
     def bind(self, gateway: Gateway) -> None:
-        endpoints = OpenAIEndpoints(gateway)
+        endpoints = AnthropicEndpoints(gateway)
+        self.routes["/anthropic/v1/messages"] = endpoints.messages
         for prefix in ("", "/openai"):
             self.routes[f"{prefix}/v1/chat/completions"] = endpoints.chat_completions
             self.routes[f"{prefix}/v1/embeddings"] = endpoints.embeddings

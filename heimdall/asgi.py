@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -60,9 +61,7 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_bytes(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS
-) -> None:
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -76,3 +75,29 @@ async def send_bytes(
 async def send_error(send: Send, error: GatewayError) -> None:
     extra = [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
     await send_bytes(send, error.status_code, error.body(), [*JSON_HEADERS, *extra])
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[None]) -> bool:
+    """Run ``work`` (typically a stream relay) but stop it as soon as the client disconnects.
+
+    Returns True when the client went away first, so the caller can count it. Cancelling the relay
+    closes the upstream response too, so a caller that hangs up stops the provider call.
+    """
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    relay = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (relay, watcher):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(relay, watcher, return_exceptions=True)
+    if relay in done:
+        relay.result()
+        return False
+    return True

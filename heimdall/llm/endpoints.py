@@ -23,6 +23,7 @@ from heimdall.asgi import (
     read_body,
     send_bytes,
     send_error,
+    until_disconnect,
 )
 from heimdall.errors import BadRequest, GatewayError
 from heimdall.gateway import Gateway
@@ -74,26 +75,31 @@ class OpenAIEndpoints:
                 if isinstance(value, int) and value > 0:
                     self.gateway.metrics.tokens.labels(state.provider, state.route.model, kind[:-7]).inc(value)
 
-    async def _start(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Caller, Attempted]:
+    async def _read(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Attempted]:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
-        headers = header_map(scope)
-        body = await read_body(receive, headers, self.gateway.body_limit())
+        body = await read_body(receive, header_map(scope), self.gateway.body_limit())
         data = parse_json_object(body)
-        state = Attempted(model_field=model_of(data))
-        caller = authenticate(self.gateway.snapshot, self.gateway.box, headers)
-        return data, caller, state
+        return data, Attempted(model_field=model_of(data))
+
+    def _caller(self, scope: Scope) -> Caller:
+        return authenticate(self.gateway.snapshot, self.gateway.box, header_map(scope))
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         state: Attempted | None = None
         status = 200
         try:
-            data, caller, state = await self._start(scope, receive)
+            data, state = await self._read(scope, receive)
+            caller = self._caller(scope)
             pipeline = self.gateway.pipeline
             if data.get("stream") is True:
                 first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, data)
-                await self._relay_stream(send, state, first, frames)
+                try:
+                    if await until_disconnect(receive, self._relay_stream(send, state, first, frames)):
+                        status = 499
+                finally:
+                    await frames.aclose()  # type: ignore[attr-defined]
             else:
                 result = await pipeline.chat(self.gateway.snapshot, caller, state, data)
                 result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
@@ -118,14 +124,13 @@ class OpenAIEndpoints:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 frame = await anext(frames, None)
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-        except StreamBroken as exc:
+        except (StreamBroken, GatewayError) as exc:
             model = state.route.model if state.route else "unknown"
             self.gateway.metrics.upstream_errors.labels(state.provider, model, "stream_broken").inc()
-            error = GatewayError(str(exc), status_code=502, error_type="upstream_stream_broken", extra_fields=extra)
+            message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            error = GatewayError(message, status_code=502, error_type="upstream_stream_broken", extra_fields=extra)
             error.from_gateway = False
             await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n", "more_body": False})
-        finally:
-            await frames.aclose()  # type: ignore[attr-defined]
 
     def _with_extra_fields(self, frame: bytes, extra: dict[str, Any], state: Attempted) -> bytes:
         try:
@@ -143,7 +148,8 @@ class OpenAIEndpoints:
         state: Attempted | None = None
         status = 200
         try:
-            data, caller, state = await self._start(scope, receive)
+            data, state = await self._read(scope, receive)
+            caller = self._caller(scope)
             if "input" not in data:
                 raise BadRequest("input is required", param="input")
             result = await self.gateway.pipeline.embeddings(self.gateway.snapshot, caller, state, data)

@@ -14,7 +14,6 @@ from heimdall.errors import BadRequest, Forbidden
 from heimdall.governance.virtual_keys import VirtualKeyRuntime
 from heimdall.llm.catalog import KeyRuntime, ProviderRuntime
 
-
 _RNG = random.Random()
 
 

@@ -50,9 +50,7 @@ class ProviderAdapter(Protocol):
         self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]
     ) -> AsyncIterator[bytes]: ...
 
-    async def embeddings(
-        self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]
-    ) -> dict[str, Any]: ...
+    async def embeddings(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})

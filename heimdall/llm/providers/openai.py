@@ -38,7 +38,9 @@ class OpenAIAdapter:
     def payload(self, target: Target, body: dict[str, Any]) -> bytes:
         return orjson.dumps({**body, "model": target.model})
 
-    async def _post_json(self, http: aiohttp.ClientSession, target: Target, operation: str, body: dict[str, Any]) -> Any:
+    async def _post_json(
+        self, http: aiohttp.ClientSession, target: Target, operation: str, body: dict[str, Any]
+    ) -> Any:
         try:
             async with http.post(
                 self.url(target, operation),

@@ -1,0 +1,114 @@
+"""``POST /anthropic/v1/messages``: the Anthropic Messages API in front of any provider.
+
+An Anthropic-format caller (the ``anthropic`` SDK with ``base_url=<gateway>/anthropic``) is
+translated to the gateway's OpenAI form, routed like any other request, and answered in the
+Anthropic format, streaming included. Errors carry both the Anthropic ``type: "error"`` marker and
+the gateway envelope, so the SDK and envelope readers each find what they expect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from heimdall.asgi import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    send_bytes,
+    until_disconnect,
+)
+from heimdall.errors import GatewayError
+from heimdall.llm.endpoints import OpenAIEndpoints
+from heimdall.llm.pipeline import Attempted, attach_model_fields
+from heimdall.llm.providers.anthropic_translate import (
+    OpenAIToAnthropicStream,
+    anthropic_to_openai_request,
+    openai_to_anthropic_response,
+)
+from heimdall.llm.providers.base import StreamBroken
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(error: GatewayError) -> bytes:
+    body = error.envelope()
+    body["type"] = "error"
+    body["error"]["type"] = _ERROR_TYPES.get(error.status_code, "api_error")
+    return orjson.dumps(body)
+
+
+def sse_event(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class AnthropicEndpoints(OpenAIEndpoints):
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        state: Attempted | None = None
+        status = 200
+        try:
+            data, state = await self._read(scope, receive)
+            caller = self._caller(scope)
+            body = anthropic_to_openai_request(data)
+            pipeline = self.gateway.pipeline
+            if body.get("stream") is True:
+                body["stream_options"] = {"include_usage": True}
+                first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, body)
+                try:
+                    if await until_disconnect(receive, self._relay(send, state, first, frames)):
+                        status = 499
+                finally:
+                    await frames.aclose()  # type: ignore[attr-defined]
+            else:
+                result = await pipeline.chat(self.gateway.snapshot, caller, state, body)
+                self._count_tokens(state, result.get("usage"))
+                message = openai_to_anthropic_response(result, state.model_field)
+                message["extra_fields"] = state.extra_fields()
+                await send_bytes(send, 200, orjson.dumps(message))
+        except GatewayError as exc:
+            status = exc.status_code
+            error = attach_model_fields(exc, state)
+            await send_bytes(send, error.status_code, anthropic_error(error), JSON_HEADERS)
+        except ClientDisconnected:
+            status = 499
+        finally:
+            self._record("messages", state, status, started)
+
+    async def _relay(self, send: Send, state: Attempted, first: bytes, frames: AsyncIterator[bytes]) -> None:
+        translator = OpenAIToAnthropicStream(state.model_field)
+        extra = state.extra_fields()
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        try:
+            frame: bytes | None = first
+            while frame is not None:
+                chunk = orjson.loads(frame[5:])
+                self._count_tokens(state, chunk.get("usage"))
+                out = b"".join(sse_event(name, payload) for name, payload in translator.feed(chunk))
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                frame = await anext(frames, None)
+            closing = []
+            for name, payload in translator.finish():
+                if name == "message_delta":
+                    payload = {**payload, "extra_fields": extra}
+                closing.append(sse_event(name, payload))
+            await send({"type": "http.response.body", "body": b"".join(closing), "more_body": False})
+        except (StreamBroken, GatewayError, orjson.JSONDecodeError) as exc:
+            message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            error = {"type": "error", "error": {"type": "api_error", "message": message}, "extra_fields": extra}
+            await send({"type": "http.response.body", "body": sse_event("error", error), "more_body": False})
