@@ -8,8 +8,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aiohttp
-import orjson
 from fastapi import FastAPI
 
 from heimdall import __version__
@@ -21,6 +19,7 @@ from heimdall.config.seed import seed_store
 from heimdall.crypto import SecretBox, load_or_create_key
 from heimdall.gateway import Gateway
 from heimdall.llm.anthropic_endpoint import AnthropicEndpoints
+from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.pipeline import InferencePipeline
 from heimdall.metrics import Metrics
 from heimdall.settings import Settings
@@ -83,11 +82,7 @@ async def open_gateway(settings: Settings) -> Gateway:
             announce(f"  Virtual key {name!r} was generated (shown once): {value}")
     snapshots = SnapshotHolder(store, settings.config_poll_seconds)
     await snapshots.reload()
-    http = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
-        json_serialize=lambda obj: orjson.dumps(obj).decode(),
-        trust_env=False,
-    )
+    http = HTTP1Client()
     metrics = Metrics()
     return Gateway(
         settings=settings,

@@ -25,6 +25,18 @@ ENV_OPTIONS = {
 }
 
 
+def _env_only_help() -> str:
+    """The settings that have no option, so that ``serve --help`` names every variable the gateway reads."""
+    from heimdall.settings import Settings
+
+    lines = ["settings read only from the environment:"]
+    for name, field in Settings.model_fields.items():
+        if name not in ENV_OPTIONS:
+            about = field.description or f"default {field.default!r}"
+            lines.append(f"  HEIMDALL_{name.upper():<24} {about}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heimdall",
@@ -37,9 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the gateway",
         description="Run the gateway. Every option is also an environment variable (shown in brackets).",
+        epilog=_env_only_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--config", type=Path, help="config.json that seeds the store [HEIMDALL_CONFIG]")
-    serve.add_argument("--app-dir", type=Path, help="directory for the SQLite store and keys (default ./data) [HEIMDALL_APP_DIR]")
+    serve.add_argument(
+        "--app-dir", type=Path, help="directory for the SQLite store and keys (default ./data) [HEIMDALL_APP_DIR]"
+    )
     serve.add_argument("--host", help="listen address (default 127.0.0.1) [HEIMDALL_HOST]")
     serve.add_argument("--port", type=int, help="listen port (default 8080) [HEIMDALL_PORT]")
     serve.add_argument("--db-url", help="database URL: sqlite:///path or postgresql://… [HEIMDALL_DB_URL]")
@@ -74,6 +90,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"heimdall: invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
         return 2
     assert isinstance(settings, Settings)
+    from heimdall.crypto import CryptoError, load_or_create_key
+
+    try:  # a bad key fails here with one line, not with a traceback from the server's startup
+        load_or_create_key(
+            settings.app_dir, settings.encryption_key.get_secret_value() if settings.encryption_key else None
+        )
+    except (CryptoError, OSError) as exc:
+        print(f"heimdall: encryption key: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if settings.config is not None:
@@ -92,6 +117,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "http": "httptools",
         "lifespan": "on",
+        # Forwarded headers are trusted only from configured proxies, by the app itself (W15).
+        "proxy_headers": False,
+        "server_header": False,
         "timeout_graceful_shutdown": 10,
     }
     if settings.workers > 1:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
-
 from heimdall.crypto import SecretBox
+from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.pipeline import InferencePipeline
 from heimdall.metrics import Metrics
 from heimdall.settings import Settings
@@ -21,7 +20,7 @@ class Gateway:
     box: SecretBox
     snapshots: SnapshotHolder
     metrics: Metrics
-    http: aiohttp.ClientSession
+    http: HTTP1Client
     pipeline: InferencePipeline
 
     @property

@@ -62,18 +62,13 @@ class OpenAIEndpoints:
         self.gateway = gateway
 
     def _record(self, endpoint: str, state: Attempted | None, status: int, started: float) -> None:
-        metrics = self.gateway.metrics
         provider = state.provider if state else "unknown"
         model = state.route.model if state and state.route else "unknown"
-        metrics.requests.labels(endpoint, provider, model, str(status)).inc()
-        metrics.latency.labels(endpoint, provider, model).observe(time.perf_counter() - started)
+        self.gateway.metrics.observe_request(endpoint, provider, model, status, time.perf_counter() - started)
 
     def _count_tokens(self, state: Attempted, usage: Any) -> None:
         if isinstance(usage, dict) and state.route is not None:
-            for kind in ("prompt_tokens", "completion_tokens"):
-                value = usage.get(kind)
-                if isinstance(value, int) and value > 0:
-                    self.gateway.metrics.tokens.labels(state.provider, state.route.model, kind[:-7]).inc(value)
+            self.gateway.metrics.count_tokens(state.provider, state.route.model, usage)
 
     async def _read(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Attempted]:
         if scope["method"] != "POST":

@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
-
 from heimdall.crypto import SecretBox
 from heimdall.errors import Forbidden, GatewayError, Unauthorized, UpstreamError
 from heimdall.governance.virtual_keys import VirtualKeyRuntime, extract_virtual_key
+from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.providers.anthropic import AnthropicAdapter
 from heimdall.llm.providers.base import ProviderAdapter, Target
 from heimdall.llm.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
@@ -79,7 +78,7 @@ def authenticate(snapshot: Snapshot, box: SecretBox, headers: dict[bytes, bytes]
 
 
 class InferencePipeline:
-    def __init__(self, http: aiohttp.ClientSession, metrics: Metrics) -> None:
+    def __init__(self, http: HTTP1Client, metrics: Metrics) -> None:
         self.http = http
         self.metrics = metrics
 

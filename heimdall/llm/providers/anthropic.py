@@ -8,28 +8,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from heimdall.errors import BadRequest, UpstreamError
+from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.providers.anthropic_translate import (
     AnthropicToOpenAIStream,
     anthropic_to_openai_response,
     openai_to_anthropic_request,
 )
 from heimdall.llm.providers.base import (
+    TRANSPORT_ERRORS,
     StreamBroken,
     Target,
     error_from_response,
+    open_response,
+    post_json,
+    raise_for_stream_status,
     read_sse_events,
     sse_frame,
-    timeout_for,
     transport_error,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
-
-_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 # HTTP statuses Anthropic documents for its error types, for an ``error`` event that arrives before
 # any frame was sent (so the attempt can still be retried like an HTTP error).
@@ -66,52 +67,22 @@ class AnthropicAdapter:
             **target.provider.extra_headers,
         }
 
-    async def chat(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         payload = openai_to_anthropic_request(body, target.model)
         payload.pop("stream", None)
-        name = target.provider.name
-        try:
-            async with http.post(
-                self.url(target),
-                data=orjson.dumps(payload),
-                headers=self.headers(target),
-                timeout=timeout_for(target, stream=False),
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except _TRANSPORT_ERRORS as exc:
-            raise transport_error(name, exc) from exc
-        if status != 200:
-            raise error_from_response(name, status, raw)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise error_from_response(name, 502, b"upstream sent invalid JSON") from exc
+        data = await post_json(http, target, self.url(target), self.headers(target), orjson.dumps(payload))
         if not isinstance(data, dict):
-            raise error_from_response(name, 502, b"upstream sent a non-object response")
+            raise error_from_response(target.provider.name, 502, b"upstream sent a non-object response")
         return anthropic_to_openai_response(data, target.model)
 
-    async def stream_chat(
-        self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]
-    ) -> AsyncIterator[bytes]:
+    async def stream_chat(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> AsyncIterator[bytes]:
         payload = {**openai_to_anthropic_request(body, target.model), "stream": True}
         name = target.provider.name
+        response = await open_response(
+            http, target, self.url(target), self.headers(target), orjson.dumps(payload), stream=True
+        )
         try:
-            response = await http.post(
-                self.url(target),
-                data=orjson.dumps(payload),
-                headers=self.headers(target),
-                timeout=timeout_for(target, stream=True),
-            )
-        except _TRANSPORT_ERRORS as exc:
-            raise transport_error(name, exc) from exc
-        try:
-            if response.status != 200:
-                try:
-                    raw = await response.read()
-                except _TRANSPORT_ERRORS as exc:
-                    raise transport_error(name, exc) from exc
-                raise error_from_response(name, response.status, raw)
+            await raise_for_stream_status(target, response)
             translator = AnthropicToOpenAIStream(target.model)
             sent_any = False
             try:
@@ -124,7 +95,7 @@ class AnthropicAdapter:
                         yield sse_frame(chunk)
                     if translator.finished:
                         break
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 if not sent_any:
                     raise transport_error(name, exc) from exc
                 raise StreamBroken(f"{name} stream failed: {type(exc).__name__}") from exc
@@ -135,7 +106,7 @@ class AnthropicAdapter:
         finally:
             response.release()
 
-    async def embeddings(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def embeddings(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("anthropic does not offer embeddings", status_code=400)
 
 

@@ -8,15 +8,19 @@ anything that goes wrong before the first byte reaches the caller and ``StreamBr
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from heimdall.errors import BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from heimdall.llm.catalog import KeyRuntime, ProviderRuntime
+from heimdall.llm.http1 import HTTP1Client, UpstreamConnectionError, UpstreamResponse
+
+#: Failures of the connection itself (as opposed to an HTTP error status).
+TRANSPORT_ERRORS = (UpstreamConnectionError, TimeoutError, OSError, ssl.SSLError)
 
 
 class StreamBroken(Exception):
@@ -44,13 +48,11 @@ class Target:
 
 
 class ProviderAdapter(Protocol):
-    async def chat(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def chat(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def stream_chat(
-        self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]
-    ) -> AsyncIterator[bytes]: ...
+    def stream_chat(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
 
-    async def embeddings(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def embeddings(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
@@ -85,33 +87,69 @@ def error_from_response(provider: str, status: int, payload: bytes) -> UpstreamE
 
 
 def transport_error(provider: str, exc: BaseException) -> UpstreamError:
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout(f"{provider} did not answer in time")
-    return UpstreamUnavailable(f"{provider} could not be reached: {type(exc).__name__}: {exc}".rstrip(": "))
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return UpstreamUnavailable(f"{provider} could not be reached: {detail}")
 
 
-def timeout_for(target: Target, *, stream: bool) -> aiohttp.ClientTimeout:
-    """Non-streaming: one total deadline. Streaming: a connect deadline and a per-read deadline."""
+async def open_response(
+    http: HTTP1Client, target: Target, url: str, headers: dict[str, str], payload: bytes, *, stream: bool
+) -> UpstreamResponse:
+    """POST and wait for the response headers.
+
+    Non-streaming calls get one deadline for the whole exchange; streams get a deadline per read,
+    so a long but lively stream is never cut off.
+    """
     seconds = target.provider.timeout
-    if stream:
-        return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
-    return aiohttp.ClientTimeout(total=seconds)
+    try:
+        if stream:
+            return await http.request("POST", url, headers, payload, read_timeout=seconds)
+        return await http.request("POST", url, headers, payload, timeout=seconds)
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(target.provider.name, exc) from exc
 
 
-async def read_sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def post_json(http: HTTP1Client, target: Target, url: str, headers: dict[str, str], payload: bytes) -> Any:
+    """POST, read the whole body, raise ``UpstreamError`` for a non-200 status, return parsed JSON."""
+    name = target.provider.name
+    response = await open_response(http, target, url, headers, payload, stream=False)
+    try:
+        raw = await response.read()
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(name, exc) from exc
+    finally:
+        response.release()
+    if response.status != 200:
+        raise error_from_response(name, response.status, raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error_from_response(name, 502, b"upstream sent invalid JSON") from exc
+
+
+async def raise_for_stream_status(target: Target, response: UpstreamResponse) -> None:
+    if response.status == 200:
+        return
+    try:
+        raw = await response.read()
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(target.provider.name, exc) from exc
+    raise error_from_response(target.provider.name, response.status, raw)
+
+
+async def read_sse_data(response: UpstreamResponse) -> AsyncIterator[bytes]:
     """Yield the payload of each ``data:`` line of an SSE response (events and comments skipped)."""
-    async for raw in response.content:
-        line = raw.rstrip(b"\r\n")
+    async for line in response.lines():
         if line.startswith(b"data:"):
             yield line[5:].lstrip()
 
 
-async def read_sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
+async def read_sse_events(response: UpstreamResponse) -> AsyncIterator[tuple[str, bytes]]:
     """Yield ``(event, data)`` pairs of an SSE response; ``event`` is "" when the frame names none."""
     event = ""
     data: list[bytes] = []
-    async for raw in response.content:
-        line = raw.rstrip(b"\r\n")
+    async for line in response.lines():
         if not line:
             if data:
                 yield event, b"\n".join(data)

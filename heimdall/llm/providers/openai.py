@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from heimdall.errors import BadRequest
+from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.providers.base import (
+    TRANSPORT_ERRORS,
     StreamBroken,
     Target,
     error_from_response,
+    open_response,
+    post_json,
+    raise_for_stream_status,
     read_sse_data,
-    timeout_for,
     transport_error,
 )
 
@@ -38,58 +41,34 @@ class OpenAIAdapter:
     def payload(self, target: Target, body: dict[str, Any]) -> bytes:
         return orjson.dumps({**body, "model": target.model})
 
-    async def _post_json(
-        self, http: aiohttp.ClientSession, target: Target, operation: str, body: dict[str, Any]
-    ) -> Any:
-        try:
-            async with http.post(
-                self.url(target, operation),
-                data=self.payload(target, body),
-                headers=self.headers(target),
-                timeout=timeout_for(target, stream=False),
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise transport_error(target.provider.name, exc) from exc
-        if status != 200:
-            raise error_from_response(target.provider.name, status, raw)
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise error_from_response(target.provider.name, 502, b"upstream sent invalid JSON") from exc
-
-    async def chat(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]:
-        data = await self._post_json(http, target, "chat/completions", body)
+    async def chat(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        data = await post_json(
+            http, target, self.url(target, "chat/completions"), self.headers(target), self.payload(target, body)
+        )
         if not isinstance(data, dict):
             raise error_from_response(target.provider.name, 502, b"upstream sent a non-object response")
         return data
 
-    async def embeddings(self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> dict[str, Any]:
-        data = await self._post_json(http, target, "embeddings", body)
+    async def embeddings(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        data = await post_json(
+            http, target, self.url(target, "embeddings"), self.headers(target), self.payload(target, body)
+        )
         if not isinstance(data, dict):
             raise error_from_response(target.provider.name, 502, b"upstream sent a non-object response")
         return data
 
-    async def stream_chat(
-        self, http: aiohttp.ClientSession, target: Target, body: dict[str, Any]
-    ) -> AsyncIterator[bytes]:
+    async def stream_chat(self, http: HTTP1Client, target: Target, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        name = target.provider.name
+        response = await open_response(
+            http,
+            target,
+            self.url(target, "chat/completions"),
+            self.headers(target),
+            self.payload(target, body),
+            stream=True,
+        )
         try:
-            response = await http.post(
-                self.url(target, "chat/completions"),
-                data=self.payload(target, body),
-                headers=self.headers(target),
-                timeout=timeout_for(target, stream=True),
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise transport_error(target.provider.name, exc) from exc
-        try:
-            if response.status != 200:
-                try:
-                    raw = await response.read()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    raise transport_error(target.provider.name, exc) from exc
-                raise error_from_response(target.provider.name, response.status, raw)
+            await raise_for_stream_status(target, response)
             done = False
             sent_any = False
             try:
@@ -99,14 +78,14 @@ class OpenAIAdapter:
                         break
                     sent_any = True
                     yield b"data: " + data + b"\n\n"
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 if not sent_any:
-                    raise transport_error(target.provider.name, exc) from exc
-                raise StreamBroken(f"{target.provider.name} stream failed: {type(exc).__name__}") from exc
+                    raise transport_error(name, exc) from exc
+                raise StreamBroken(f"{name} stream failed: {type(exc).__name__}") from exc
             if not done:
                 if not sent_any:
-                    raise error_from_response(target.provider.name, 502, b"upstream closed the stream without data")
-                raise StreamBroken(f"{target.provider.name} closed the stream before it finished")
+                    raise error_from_response(name, 502, b"upstream closed the stream without data")
+                raise StreamBroken(f"{name} closed the stream before it finished")
         finally:
             response.release()
 
