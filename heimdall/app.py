@@ -80,7 +80,7 @@ async def open_gateway(settings: Settings) -> Gateway:
         )
         for name, value in report.generated_virtual_keys.items():
             announce(f"  Virtual key {name!r} was generated (shown once): {value}")
-    snapshots = SnapshotHolder(store, settings.config_poll_seconds)
+    snapshots = SnapshotHolder(store, settings.config_poll_seconds, settings.redis_url)
     await snapshots.reload()
     http = HTTP1Client()
     metrics = Metrics()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from heimdall.governance.virtual_keys import VirtualKeyRuntime, build_virtual_keys
 from heimdall.llm.catalog import ProviderRuntime, build_providers
@@ -35,15 +36,29 @@ class Snapshot:
     client: ClientSettings = field(default_factory=ClientSettings)
 
 
+CHANGE_CHANNEL = "heimdall:store-changed"
+
+
 class SnapshotHolder:
     """Owns the current snapshot and reloads it when the store changes."""
 
-    def __init__(self, store: Store, poll_seconds: float) -> None:
+    def __init__(self, store: Store, poll_seconds: float, redis_url: str | None = None) -> None:
         self.store = store
         self.poll_seconds = poll_seconds
+        self.redis_url = redis_url
         self.current = Snapshot()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redis: Any = None
+
+    async def changed(self) -> None:
+        """Call after a committed write: reload here, and tell other processes through Redis if configured."""
+        snapshot = await self.reload()
+        if self._redis is not None:
+            try:
+                await self._redis.publish(CHANGE_CHANNEL, str(snapshot.version))
+            except Exception:
+                log.warning("could not publish a store change to Redis; other processes will poll", exc_info=True)
 
     async def reload(self) -> Snapshot:
         async with self._lock:
@@ -75,11 +90,38 @@ class SnapshotHolder:
             except Exception:
                 log.exception("could not check the store for changes")
 
+    async def _listen(self) -> None:
+        """Reload as soon as another process announces a change (the poll stays as the fallback)."""
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                await pubsub.subscribe(CHANGE_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    if int(message["data"]) != self.current.version:
+                        await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("lost the Redis change feed; retrying in %.0fs", self.poll_seconds, exc_info=True)
+                await asyncio.sleep(self.poll_seconds)
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll(), name="snapshot-poll")
+        self._tasks.append(asyncio.create_task(self._poll(), name="snapshot-poll"))
+        if self.redis_url:
+            import redis.asyncio as redis_asyncio
+
+            self._redis = redis_asyncio.Redis.from_url(self.redis_url)
+            self._tasks.append(asyncio.create_task(self._listen(), name="snapshot-redis"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

@@ -71,6 +71,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> Iterator[object]:
+    """Start gateways for one test; stopped at teardown.
+
+    Request ``db_url``/``postgres_url`` *before* this fixture so that the database outlives the gateways.
+    """
     started: list[RunningGateway] = []
 
     def factory(config: dict[str, object] | None = None, **settings: object) -> RunningGateway:
@@ -81,3 +85,16 @@ def gateway_factory(tmp_path: Path) -> Iterator[object]:
     yield factory
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        _unavailable("Redis", f"{REDIS_URL}: {type(exc).__name__}: {exc}")
+    return REDIS_URL
