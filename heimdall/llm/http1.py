@@ -82,7 +82,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.complete and self.status and self._delimited_by_close():
+        if not self.complete and exc is None and self.status and self._delimited_by_close():
             self.complete = True  # RFC 9112 §6.3: no length and not chunked, so the body ends at close
             self._wake()
         if not self.complete:
@@ -99,7 +99,10 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            return  # RFC 9110 §15.2: an interim response; the real one follows
+        self.status = status
         # Read now: httptools resets this once the message is complete.
         self.reusable = self.parser.should_keep_alive()
         self._wake()
@@ -109,6 +112,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.status == 0:  # the end of an interim 1xx response
+            self.headers = []
+            return
         self.complete = True
         self._wake()
 
@@ -157,7 +163,7 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """The status and headers of an upstream answer; the body is read with ``read`` or ``lines``."""
 
-    __slots__ = ("_client", "_conn", "_deadline", "_key", "_read_timeout", "headers", "status")
+    __slots__ = ("_client", "_conn", "_deadline", "_key", "_read_timeout", "_released", "headers", "status")
 
     def __init__(
         self, client: HTTP1Client, key: _Key, conn: _Connection, read_timeout: float | None, deadline: float | None
@@ -169,6 +175,7 @@ class UpstreamResponse:
         self._deadline = deadline
         self.status = conn.status
         self.headers = conn.headers
+        self._released = False
 
     def _timeout(self) -> float | None:
         if self._deadline is None:
@@ -213,8 +220,24 @@ class UpstreamResponse:
         if pending:
             yield pending.rstrip(b"\r")
 
+    async def finish(self, grace: float = 0.05) -> None:
+        """Discard the rest of the body, waiting at most ``grace`` seconds for its end, so the connection
+        can go back to the pool (a stream's terminator often arrives just after its last event)."""
+        conn = self._conn
+        conn.chunks.clear()
+        if conn.complete or conn.closed:
+            return
+        with contextlib.suppress(TimeoutError, UpstreamConnectionError):
+            deadline = conn.loop.time() + grace
+            while not conn.complete:
+                await conn.wait(max(0.0, deadline - conn.loop.time()))
+                conn.chunks.clear()
+
     def release(self) -> None:
         """Return the connection to the pool when the exchange finished cleanly, else close it."""
+        if self._released:
+            return
+        self._released = True
         conn = self._conn
         if conn.keep_alive():
             self._client._put(self._key, conn)

@@ -75,6 +75,7 @@ class OpenAIAdapter:
                 async for data in read_sse_data(response):
                     if data == _DONE:
                         done = True
+                        await response.finish()
                         break
                     sent_any = True
                     yield b"data: " + data + b"\n\n"
