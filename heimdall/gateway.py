@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from heimdall.crypto import SecretBox
 from heimdall.llm.http1 import HTTP1Client
@@ -11,6 +12,9 @@ from heimdall.metrics import Metrics
 from heimdall.settings import Settings
 from heimdall.state import Snapshot, SnapshotHolder
 from heimdall.store.repos import Store
+
+if TYPE_CHECKING:
+    from heimdall.mcp.service import MCPService
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Gateway:
     metrics: Metrics
     http: HTTP1Client
     pipeline: InferencePipeline
+    mcp: MCPService | None = None
 
     @property
     def snapshot(self) -> Snapshot:

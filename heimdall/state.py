@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,8 @@ class SnapshotHolder:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: Any = None
+        #: Called after every reload that saw a new store version (e.g. to resync MCP connections).
+        self.listeners: list[Callable[[Snapshot], Awaitable[None]]] = []
 
     async def changed(self) -> None:
         """Call after a committed write: reload here, and tell other processes through Redis if configured."""
@@ -77,7 +80,13 @@ class SnapshotHolder:
                     max_request_body_size_mb=client.get("max_request_body_size_mb"),
                 ),
             )
-            return self.current
+            snapshot = self.current
+        for listener in self.listeners:
+            try:
+                await listener(snapshot)
+            except Exception:
+                log.exception("a store-change listener failed")
+        return snapshot
 
     async def _poll(self) -> None:
         while True:

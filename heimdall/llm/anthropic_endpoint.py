@@ -27,7 +27,7 @@ from heimdall.asgi import (
 from heimdall.errors import GatewayError
 from heimdall.llm.endpoints import OpenAIEndpoints
 from heimdall.llm.pipeline import Attempted, attach_model_fields
-from heimdall.llm.providers.anthropic_translate import (
+from heimdall.llm.providers.anthropic_reverse import (
     OpenAIToAnthropicStream,
     anthropic_to_openai_request,
     openai_to_anthropic_response,

@@ -29,6 +29,7 @@ from heimdall.errors import BadRequest, GatewayError
 from heimdall.gateway import Gateway
 from heimdall.llm.pipeline import Attempted, Caller, attach_model_fields, authenticate
 from heimdall.llm.providers.base import StreamBroken
+from heimdall.mcp.llm_bridge import apply_plan, plan_for
 
 _FINAL_FRAME = re.compile(rb'"finish_reason"\s*:\s*"|"usage"\s*:\s*\{')
 
@@ -88,15 +89,27 @@ class OpenAIEndpoints:
             data, state = await self._read(scope, receive)
             caller = self._caller(scope)
             pipeline = self.gateway.pipeline
+            snapshot = self.gateway.snapshot
+            plan = plan_for(self.gateway, caller, header_map(scope)) if self.gateway.mcp is not None else None
+            if plan is not None:
+                apply_plan(data, plan)
+            agent = self.gateway.mcp.agent if plan is not None and self.gateway.mcp and plan.agent_mode else None
             if data.get("stream") is True:
-                first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, data)
+                if agent is not None and plan is not None:
+                    frames = agent.stream(snapshot, caller, state, data, plan.filters, plan.caller)
+                    first = await anext(frames, b"")
+                else:
+                    first, frames = await pipeline.open_stream(snapshot, caller, state, data)
                 try:
                     if await until_disconnect(receive, self._relay_stream(send, state, first, frames)):
                         status = 499
                 finally:
                     await frames.aclose()  # type: ignore[attr-defined]
             else:
-                result = await pipeline.chat(self.gateway.snapshot, caller, state, data)
+                if agent is not None and plan is not None:
+                    result = await agent.complete(snapshot, caller, state, data, plan.filters, plan.caller)
+                else:
+                    result = await pipeline.chat(snapshot, caller, state, data)
                 result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
                 self._count_tokens(state, result.get("usage"))
                 await send_bytes(send, 200, orjson.dumps(result))
@@ -122,9 +135,11 @@ class OpenAIEndpoints:
         except (StreamBroken, GatewayError) as exc:
             model = state.route.model if state.route else "unknown"
             self.gateway.metrics.upstream_errors.labels(state.provider, model, "stream_broken").inc()
-            message = exc.message if isinstance(exc, GatewayError) else str(exc)
-            error = GatewayError(message, status_code=502, error_type="upstream_stream_broken", extra_fields=extra)
-            error.from_gateway = False
+            if isinstance(exc, GatewayError):
+                error = attach_model_fields(exc, state)
+            else:
+                error = GatewayError(str(exc), status_code=502, error_type="upstream_stream_broken", extra_fields=extra)
+                error.from_gateway = False
             await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n", "more_body": False})
 
     def _with_extra_fields(self, frame: bytes, extra: dict[str, Any], state: Attempted) -> bytes:

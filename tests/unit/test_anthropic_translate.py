@@ -19,15 +19,17 @@ from heimdall.config.allowlists import AllowList
 from heimdall.errors import BadRequest, UpstreamError
 from heimdall.llm.catalog import KeyRuntime, ProviderRuntime
 from heimdall.llm.providers.anthropic import AnthropicAdapter
+from heimdall.llm.providers.anthropic_reverse import (
+    OpenAIToAnthropicStream,
+    anthropic_to_openai_request,
+    openai_to_anthropic_response,
+)
 from heimdall.llm.providers.anthropic_translate import (
     DEFAULT_MAX_TOKENS,
     AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
     anthropic_error_body,
-    anthropic_to_openai_request,
     anthropic_to_openai_response,
     openai_to_anthropic_request,
-    openai_to_anthropic_response,
 )
 from heimdall.llm.providers.base import StreamBroken, Target
 
