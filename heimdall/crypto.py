@@ -53,14 +53,27 @@ def load_or_create_key(app_dir: Path, configured: str | None) -> bytes:
     if configured:
         return parse_key(configured)
     path = app_dir / KEY_FILE_NAME
-    if path.exists():
+    if not path.exists():
+        app_dir.mkdir(parents=True, exist_ok=True)
+        # Write a private temporary file, then link it into place: several processes starting at once
+        # (``--workers``) all end up with the one key that won, and nobody reads a half-written file.
+        tmp = app_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(generate_key() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first: use that one
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
         return parse_key(path.read_text())
-    app_dir.mkdir(parents=True, exist_ok=True)
-    key = generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    return parse_key(key)
+    except CryptoError as exc:
+        raise CryptoError(f"{path}: {exc}") from None
 
 
 class SecretBox:
@@ -83,8 +96,8 @@ class SecretBox:
     def decrypt(self, token: str, *, context: str = "") -> str:
         if not token.startswith(_PREFIX):
             raise CryptoError("value is not an encrypted secret")
-        raw = _b64d(token[len(_PREFIX) :])
         try:
+            raw = _b64d(token[len(_PREFIX) :])
             return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except Exception as exc:  # cryptography raises InvalidTag; never echo the value
             raise CryptoError("secret does not decrypt with the configured encryption key") from exc

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     db_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in the app dir.")
     public_url: str | None = Field(default=None, description="Externally visible base URL; default from host/port.")
     encryption_key: SecretStr | None = Field(
-        default=None, description="Base64 (url-safe) 32-byte key for secrets at rest; generated into the app dir if unset."
+        default=None,
+        description="Base64url 32-byte key for secrets at rest; generated into the app dir if unset.",
     )
     admin_token: SecretStr | None = Field(
         default=None, description="Admin credential for /api; generated and printed on first run if unset."

@@ -21,6 +21,14 @@ POSTGRES_DSN = os.environ.get("HEIMDALL_TEST_POSTGRES", "postgresql://postgres@1
 REDIS_URL = os.environ.get("HEIMDALL_TEST_REDIS", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("HEIMDALL_REQUIRE_SERVICES") == "1"
 
+#: Gateways started by the current test; stopped before its database is dropped, whatever the fixture order.
+_RUNNING: list[RunningGateway] = []
+
+
+def _stop_running_gateways() -> None:
+    while _RUNNING:
+        _RUNNING.pop().stop()
+
 
 def _unavailable(service: str, reason: str) -> None:
     message = f"{service} unavailable ({reason})"
@@ -57,6 +65,7 @@ def postgres_url(postgres_available: bool) -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
+        _stop_running_gateways()
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
@@ -71,20 +80,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> Iterator[object]:
-    """Start gateways for one test; stopped at teardown.
-
-    Request ``db_url``/``postgres_url`` *before* this fixture so that the database outlives the gateways.
-    """
-    started: list[RunningGateway] = []
+    """Start gateways for one test; stopped at teardown (or earlier, before the test's database is dropped)."""
+    count = 0
 
     def factory(config: dict[str, object] | None = None, **settings: object) -> RunningGateway:
-        gateway = start_gateway(tmp_path / f"app{len(started)}", config=config, **settings)
-        started.append(gateway)
+        nonlocal count
+        gateway = start_gateway(tmp_path / f"app{count}", config=config, **settings)
+        count += 1
+        _RUNNING.append(gateway)
         return gateway
 
     yield factory
-    for gateway in started:
-        gateway.stop()
+    _stop_running_gateways()
 
 
 @pytest.fixture(scope="session")

@@ -38,5 +38,5 @@ async def get_config(gateway: GatewayDep) -> ConfigView:
 async def update_config(body: ConfigUpdate, gateway: GatewayDep) -> ConfigView:
     async with gateway.store.transaction() as session:
         await repos.set_setting(session, repos.CLIENT_CONFIG_KEY, body.client.model_dump(exclude_none=True))
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return await get_config(gateway)

@@ -16,6 +16,7 @@ def get_gateway(request: Request) -> Gateway:
     return gateway
 
 
+_CHALLENGE = 'Bearer realm="heimdall-admin"'
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
@@ -28,11 +29,11 @@ async def require_admin(request: Request, gateway: GatewayDep) -> None:
     if not token:
         raise Unauthorized(
             "admin credential required: send Authorization: Bearer <admin token>",
-            headers={"WWW-Authenticate": 'Bearer realm="heimdall-admin"'},
+            headers={"WWW-Authenticate": _CHALLENGE},
         )
     async with gateway.store.read() as session:
         if not await repos.admin_token_matches(session, gateway.box, token):
-            raise Unauthorized("invalid admin credential", headers={"WWW-Authenticate": 'Bearer realm="heimdall-admin"'})
+            raise Unauthorized("invalid admin credential", headers={"WWW-Authenticate": _CHALLENGE})
 
 
 AdminDep = Depends(require_admin)

@@ -13,19 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from heimdall.api.deps import AdminDep, GatewayDep
 from heimdall.config.allowlists import validate_allowlist
-from heimdall.config.loader import ENV_PREFIX, json_path
+from heimdall.config.loader import ENV_PREFIX, validation_issues
 from heimdall.config.model import (
+    KEY_ID_MAX,
     KNOWN_PROVIDERS,
     AzureKeyConfig,
     CustomProviderConfig,
     GatewayConfig,
+    Name,
     NetworkConfig,
     ProviderConfig,
     ProviderKeyConfig,
+    key_id_for,
     provider_kind,
     validate_aliases,
 )
-from heimdall.config.seed import key_id_for, key_payload
+from heimdall.config.seed import key_payload
 from heimdall.crypto import CryptoError
 from heimdall.errors import BadRequest, Conflict, NotFound
 from heimdall.gateway import Gateway
@@ -76,10 +79,10 @@ class KeyUpdate(BaseModel):
     """Every field optional; an omitted ``value`` keeps the stored secret."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
+    name: Name | None = None
     value: str | None = None
     models: list[str] | None = None
-    weight: float | None = Field(default=None, ge=0)
+    weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     aliases: dict[str, str] | None = None
     azure_key_config: AzureKeyConfig | None = None
 
@@ -127,7 +130,7 @@ def validated_provider(name: str, provider: ProviderConfig) -> GatewayConfig:
     try:
         return GatewayConfig.model_validate({"providers": {name: provider.model_dump(exclude_none=True)}})
     except ValidationError as exc:
-        problems = [f"{json_path(tuple(err['loc']))}: {err['msg']}" for err in exc.errors()]
+        problems = [str(issue) for issue in validation_issues(exc)]
         raise BadRequest("invalid provider: " + "; ".join(problems), extra_fields={"errors": problems}) from None
 
 
@@ -166,7 +169,7 @@ async def create_provider(body: ProviderCreate, gateway: GatewayDep) -> Provider
             if await repos.get_key(session, key_id_for(body.name, index, key)) is not None:
                 raise Conflict(f"key id {key_id_for(body.name, index, key)!r} is already in use")
             await repos.upsert_key(session, gateway.box, **key_payload(body.name, index, key))  # type: ignore[arg-type]
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return await _load(gateway, body.name)
 
 
@@ -184,7 +187,7 @@ async def update_provider(name: str, body: ProviderUpdate, gateway: GatewayDep) 
         network = body.network_config or NetworkConfig.model_validate(row.network_config or {})
         custom = body.custom_provider_config
         if custom is None and row.kind != provider_kind_default(name):
-            custom = CustomProviderConfig(base_provider_type=row.kind)  # type: ignore[arg-type]
+            custom = CustomProviderConfig.model_validate({"base_provider_type": row.kind})
         keys = await repos.list_keys(session, name)
         probe = ProviderConfig(network_config=network, custom_provider_config=custom)
         if row.kind == "azure" or (custom and custom.base_provider_type == "azure"):
@@ -195,7 +198,7 @@ async def update_provider(name: str, body: ProviderUpdate, gateway: GatewayDep) 
             ]
         validated = validated_provider(name, probe).providers[name]
         await repos.upsert_provider(session, name, provider_kind(name, validated), network.model_dump())
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return await _load(gateway, name)
 
 
@@ -209,7 +212,7 @@ async def delete_provider(name: str, gateway: GatewayDep) -> dict[str, str]:
     async with gateway.store.transaction() as session:
         if not await repos.delete_provider(session, name):
             raise NotFound(f"provider {name!r} not found")
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return {"status": "success", "message": f"provider {name!r} deleted"}
 
 
@@ -226,14 +229,20 @@ async def create_key(name: str, body: ProviderKeyConfig, gateway: GatewayDep) ->
             raise NotFound(f"provider {name!r} not found")
         existing = await repos.list_keys(session, name)
         index = len(existing)
+        if body.id is None and body.name is None:
+            # <provider>-<index>: skip indexes still taken after earlier keys were deleted.
+            while await repos.get_key(session, key_id_for(name, index, body)) is not None:
+                index += 1
         key_id = key_id_for(name, index, body)
+        if len(key_id) > KEY_ID_MAX:
+            raise BadRequest(f"key id {key_id[:24]!r}... is longer than {KEY_ID_MAX} characters", param="name")
         if await repos.get_key(session, key_id) is not None:
             raise Conflict(f"key id {key_id!r} is already in use")
         if row.kind == "azure" and body.azure_key_config is None:
             raise BadRequest("azure keys need azure_key_config.endpoint", param="azure_key_config")
         saved = await repos.upsert_key(session, gateway.box, **key_payload(name, index, body))  # type: ignore[arg-type]
         view = key_view(gateway, saved)
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return view
 
 
@@ -256,7 +265,7 @@ async def update_key(name: str, key_id: str, body: KeyUpdate, gateway: GatewayDe
             azure_key_config=body.azure_key_config.model_dump() if body.azure_key_config else row.azure_key_config,
         )
         view = key_view(gateway, saved)
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return view
 
 
@@ -267,5 +276,5 @@ async def delete_key(name: str, key_id: str, gateway: GatewayDep) -> dict[str, s
         if row is None or row.provider_name != name:
             raise NotFound(f"key {key_id!r} of provider {name!r} not found")
         await repos.delete_key(session, key_id)
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return {"status": "success", "message": f"key {key_id!r} deleted"}

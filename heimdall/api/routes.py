@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from heimdall.api import config_routes, inference_docs, providers, virtual_keys
+from heimdall.api import config_routes, inference_docs, mcp_clients, oauth_routes, providers, virtual_keys
 from heimdall.api.deps import GatewayDep
 
 
@@ -22,6 +22,8 @@ def build_api_router() -> APIRouter:
 
     router.include_router(providers.router)
     router.include_router(virtual_keys.router)
+    router.include_router(mcp_clients.router)
     router.include_router(config_routes.router)
     router.include_router(inference_docs.router)
+    router.include_router(oauth_routes.router)
     return router

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 
 from heimdall.api.deps import AdminDep, GatewayDep
-from heimdall.config.model import VirtualKeyConfig, VKMCPConfig, VKProviderConfig
+from heimdall.config.model import Name, Text, VirtualKeyConfig, VKMCPConfig, VKProviderConfig, unique_providers
 from heimdall.config.seed import apply_virtual_key
 from heimdall.errors import BadRequest, Conflict, NotFound
 from heimdall.store import repos
@@ -40,12 +40,17 @@ class VirtualKeyList(BaseModel):
 
 class VirtualKeyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    description: str | None = None
+    name: Name | None = None
+    description: Text | None = None
     is_active: bool | None = None
     provider_configs: list[VKProviderConfig] | None = None
     mcp_configs: list[VKMCPConfig] | None = None
     can_assert_user_ids: bool | None = None
+
+    @field_validator("provider_configs")
+    @classmethod
+    def _providers(cls, value: list[VKProviderConfig] | None) -> list[VKProviderConfig] | None:
+        return unique_providers(value) if value is not None else None
 
 
 def view(row: VirtualKeyRow) -> VirtualKeyView:
@@ -86,7 +91,7 @@ async def create_virtual_key(body: VirtualKeyConfig, gateway: GatewayDep) -> Vir
             created = VirtualKeyCreated(**view(row).model_dump(), value=value)
     except IntegrityError:
         raise Conflict("a virtual key with that id, name or value already exists") from None
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return created
 
 
@@ -128,7 +133,7 @@ async def update_virtual_key(vk_id: str, body: VirtualKeyUpdate, gateway: Gatewa
             result = view(row)
     except IntegrityError:
         raise Conflict("a virtual key with that name already exists") from None
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return result
 
 
@@ -137,5 +142,5 @@ async def delete_virtual_key(vk_id: str, gateway: GatewayDep) -> dict[str, str]:
     async with gateway.store.transaction() as session:
         if not await repos.delete_virtual_key(session, vk_id):
             raise NotFound(f"virtual key {vk_id!r} not found")
-    await gateway.snapshots.reload()
+    await gateway.snapshots.changed()
     return {"status": "success", "message": f"virtual key {vk_id!r} deleted"}

@@ -52,6 +52,11 @@ def json_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def validation_issues(exc: ValidationError) -> list[ConfigIssue]:
+    """pydantic errors as JSON-path issues (without pydantic's "Value error, " prefix)."""
+    return [ConfigIssue(json_path(tuple(err["loc"])), err["msg"].removeprefix("Value error, ")) for err in exc.errors()]
+
+
 def resolve_env(value: str) -> str | None:
     """``env.NAME`` -> the variable's value (None when unset); anything else is a literal."""
     if value.startswith(ENV_PREFIX):
@@ -73,33 +78,47 @@ def _convert_legacy(raw: dict[str, Any], source: str, warnings: list[str]) -> No
                 continue
             for config_name in _LEGACY_DEPLOYMENT_CONFIGS:
                 sub = key.get(config_name)
-                if not isinstance(sub, dict) or "deployments" not in sub:
-                    continue
-                deployments = sub.pop("deployments")
-                if not isinstance(deployments, dict):
-                    continue
+                if not isinstance(sub, dict) or not isinstance(sub.get("deployments"), dict):
+                    continue  # absent, or malformed: left in place for validation to report
                 aliases = key.setdefault("aliases", {})
-                if isinstance(aliases, dict):
-                    for alias, target in deployments.items():
-                        aliases.setdefault(alias, target)
+                if not isinstance(aliases, dict):
+                    continue
+                for alias, target in sub.pop("deployments").items():
+                    aliases.setdefault(alias, target)  # an explicit alias wins over a legacy deployment
+                key_path = json_path(("providers", provider_name, "keys", index))
                 warnings.append(
-                    f"{source}: $.providers.{provider_name}.keys[{index}].{config_name}.deployments is deprecated "
-                    f"and was converted to $.providers.{provider_name}.keys[{index}].aliases; "
-                    "edit the file to use aliases"
+                    f"{source}: {key_path}.{config_name}.deployments is deprecated "
+                    f"and was converted to {key_path}.aliases; edit the file to use aliases"
                 )
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects in a list (or a dict's values); anything malformed is left for validation to report."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [item for item in items if isinstance(item, dict)]
 
 
 def _apply_v1_semantics(raw: dict[str, Any]) -> None:
     """``"version": 1`` files meant "empty allow-list = allow all"; rewrite them to ``["*"]``."""
-    for provider in (raw.get("providers") or {}).values():
-        for key in provider.get("keys") or []:
-            if isinstance(key, dict) and not key.get("models"):
-                key["models"] = ["*"]
-    for vk in (raw.get("governance") or {}).get("virtual_keys") or []:
-        for pc in vk.get("provider_configs") or []:
-            for list_name in ("allowed_models", "key_ids"):
-                if isinstance(pc, dict) and not pc.get(list_name):
-                    pc[list_name] = ["*"]
+
+    def allow_all_if_empty(obj: dict[str, Any], list_name: str) -> None:
+        if obj.get(list_name) in (None, []):
+            obj[list_name] = ["*"]
+
+    for provider in _dicts(raw.get("providers")):
+        for key in _dicts(provider.get("keys")):
+            allow_all_if_empty(key, "models")
+    governance = raw.get("governance")
+    for vk in _dicts(governance.get("virtual_keys") if isinstance(governance, dict) else None):
+        for pc in _dicts(vk.get("provider_configs")):
+            allow_all_if_empty(pc, "allowed_models")
+            allow_all_if_empty(pc, "key_ids")
+        for mc in _dicts(vk.get("mcp_configs")):
+            allow_all_if_empty(mc, "tools_to_execute")
+    mcp = raw.get("mcp")
+    if isinstance(mcp, dict):
+        for client in _dicts(mcp.get("client_configs")) + _dicts(mcp.get("mcp_clients")):
+            allow_all_if_empty(client, "tools_to_execute")
 
 
 def _unknown_fields(model: BaseModel, loc: tuple[int | str, ...], out: list[str]) -> None:
@@ -143,8 +162,7 @@ def parse_config(raw: Any, source: str = "config") -> LoadedConfig:
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        issues = [ConfigIssue(json_path(tuple(err["loc"])), err["msg"]) for err in exc.errors()]
-        raise ConfigError(source, issues) from None
+        raise ConfigError(source, validation_issues(exc)) from None
     _unknown_fields(config, (), warnings)
     _env_warnings(config, warnings)
     return LoadedConfig(config=config, warnings=warnings)

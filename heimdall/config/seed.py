@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from heimdall.config.loader import resolve_env
-from heimdall.config.model import GatewayConfig, ProviderKeyConfig, VirtualKeyConfig, provider_kind
+from heimdall.config.model import GatewayConfig, ProviderKeyConfig, VirtualKeyConfig, key_id_for, provider_kind
 from heimdall.crypto import SecretBox
+from heimdall.mcp.seed import seed_mcp
 from heimdall.store import repos
 from heimdall.store.models import VirtualKeyRow
 
@@ -29,10 +30,6 @@ class SeedReport:
     #: Virtual keys the file declared without a value: their generated values, shown once.
     generated_virtual_keys: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def key_id_for(provider: str, index: int, key: ProviderKeyConfig) -> str:
-    return key.id or f"{provider}-{key.name or index}"
 
 
 def key_payload(provider: str, index: int, key: ProviderKeyConfig) -> dict[str, object]:
@@ -81,7 +78,13 @@ async def seed_store(session: AsyncSession, box: SecretBox, config: GatewayConfi
         for index, key in enumerate(provider.keys):
             await repos.upsert_key(session, box, **key_payload(name, index, key))  # type: ignore[arg-type]
             report.keys += 1
-    for vk in config.governance.virtual_keys:
+    for index, vk in enumerate(config.governance.virtual_keys):
+        if vk.value and resolve_env(vk.value) is None:
+            # Fail closed without failing the start: a new key is not created, a stored one is left as it is.
+            warning = f"$.governance.virtual_keys[{index}] ({vk.name!r}) was not applied: {vk.value} is not set"
+            log.warning("%s", warning)
+            report.warnings.append(warning)
+            continue
         existing = await repos.get_virtual_key(session, vk.id) if vk.id else None
         existing = existing or await repos.get_virtual_key_by_name(session, vk.name)
         _, generated = await apply_virtual_key(session, box, vk, existing=existing)
@@ -90,4 +93,5 @@ async def seed_store(session: AsyncSession, box: SecretBox, config: GatewayConfi
         report.virtual_keys += 1
     if "client" in config.model_fields_set:
         await repos.set_setting(session, repos.CLIENT_CONFIG_KEY, config.client.model_dump(exclude_none=True))
+    report.warnings.extend((await seed_mcp(session, box, config)).warnings)
     return report
