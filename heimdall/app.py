@@ -6,7 +6,7 @@ import logging
 import secrets
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -21,7 +21,11 @@ from heimdall.gateway import Gateway
 from heimdall.llm.anthropic_endpoint import AnthropicEndpoints
 from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.pipeline import InferencePipeline
+from heimdall.mcp.endpoint import MCPEndpoint
+from heimdall.mcp.llm_bridge import ToolExecuteEndpoint
+from heimdall.mcp.service import MCPService
 from heimdall.metrics import Metrics
+from heimdall.oauth.upstream.tokens import BackgroundRefresher, ServerTokenCredentials, UpstreamTokens
 from heimdall.settings import Settings
 from heimdall.state import SnapshotHolder
 from heimdall.store import repos
@@ -84,19 +88,36 @@ async def open_gateway(settings: Settings) -> Gateway:
     await snapshots.reload()
     http = HTTP1Client()
     metrics = Metrics()
-    return Gateway(
+    pipeline = InferencePipeline(http, metrics)
+    gateway = Gateway(
         settings=settings,
         store=store,
         box=box,
         snapshots=snapshots,
         metrics=metrics,
         http=http,
-        pipeline=InferencePipeline(http, metrics),
+        pipeline=pipeline,
     )
+    mcp = MCPService(store, box, pipeline, __version__)
+    tokens = UpstreamTokens(store)
+    mcp.credentials.register("oauth", ServerTokenCredentials(tokens))
+    gateway.mcp = mcp
+    gateway.upstream_tokens = tokens
+    gateway.token_refresher = BackgroundRefresher(tokens)
+
+    async def resync_mcp(_snapshot: object) -> None:
+        await mcp.reload_specs()
+
+    snapshots.listeners.append(resync_mcp)
+    return gateway
 
 
 async def close_gateway(gateway: Gateway) -> None:
     await gateway.snapshots.stop()
+    if gateway.token_refresher is not None:
+        await gateway.token_refresher.stop()
+    if gateway.mcp is not None:
+        await gateway.mcp.upstreams.close()
     await gateway.http.close()
     await gateway.store.engine.dispose()
 
@@ -113,6 +134,9 @@ class HotPathRouter:
         self.routes: dict[str, ASGIApp] = {}
 
     def bind(self, gateway: Gateway) -> None:
+        if gateway.mcp is not None:
+            self.routes["/mcp"] = MCPEndpoint(gateway, gateway.mcp.server)
+            self.routes["/v1/mcp/tool/execute"] = ToolExecuteEndpoint(gateway)
         endpoints = AnthropicEndpoints(gateway)
         self.routes["/anthropic/v1/messages"] = endpoints.messages
         for prefix in ("", "/openai"):
@@ -136,11 +160,19 @@ def create_app(settings: Settings) -> HotPathRouter:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = await open_gateway(settings)
         app.state.gateway = gateway
+        app.state.mcp = gateway.mcp
         router.bind(gateway)
-        gateway.snapshots.start()
-        log.info("Heimdall %s listening on %s", __version__, settings.base_url)
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                if gateway.mcp is not None:
+                    await stack.enter_async_context(gateway.mcp.server.running())
+                    await gateway.mcp.upstreams.start()
+                    await gateway.mcp.reload_specs()
+                if gateway.token_refresher is not None:
+                    gateway.token_refresher.start()
+                gateway.snapshots.start()
+                log.info("Heimdall %s listening on %s", __version__, settings.base_url)
+                yield
         finally:
             await close_gateway(gateway)
 

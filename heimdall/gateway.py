@@ -15,6 +15,7 @@ from heimdall.store.repos import Store
 
 if TYPE_CHECKING:
     from heimdall.mcp.service import MCPService
+    from heimdall.oauth.upstream.tokens import BackgroundRefresher, UpstreamTokens
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Gateway:
     http: HTTP1Client
     pipeline: InferencePipeline
     mcp: MCPService | None = None
+    upstream_tokens: UpstreamTokens | None = None
+    token_refresher: BackgroundRefresher | None = None
 
     @property
     def snapshot(self) -> Snapshot:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mcp.types as types
-
 from heimdall.crypto import SecretBox
 from heimdall.llm.pipeline import InferencePipeline
 from heimdall.mcp.agent import Agent
@@ -25,22 +23,6 @@ log = logging.getLogger(__name__)
 TOOL_MANAGER_SETTING = "mcp_tool_manager"
 
 
-class UpstreamCatalogSource:
-    """Reads each client's current lists from the upstream manager."""
-
-    def __init__(self, upstreams: UpstreamManager) -> None:
-        self.upstreams = upstreams
-
-    def tools(self, client_id: str) -> list[types.Tool]:
-        return list(self.upstreams.status(client_id).tools)
-
-    def prompts(self, client_id: str) -> list[types.Prompt]:
-        return list(self.upstreams.status(client_id).prompts)
-
-    def resources(self, client_id: str) -> list[types.Resource]:
-        return list(self.upstreams.status(client_id).resources)
-
-
 class MCPService:
     def __init__(self, store: Store, box: SecretBox, pipeline: InferencePipeline, version: str) -> None:
         self.store = store
@@ -48,7 +30,7 @@ class MCPService:
         self.tool_config = ToolManagerConfig()
         self.credentials = CredentialRouter()
         self.upstreams = UpstreamManager(self.credentials, self.tool_config, on_catalog_change=self._catalog_changed)
-        self.catalog = Catalog(UpstreamCatalogSource(self.upstreams))
+        self.catalog = Catalog(self.upstreams)
         self.server = GatewayMCPServer(
             self.catalog, self.upstreams, lambda: self.tool_config.tool_execution_timeout, version
         )
