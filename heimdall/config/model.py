@@ -24,6 +24,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from heimdall.config.allowlists import validate_allowlist
 from heimdall.mcp.config import MCPClientConfig, ToolManagerConfig
+from heimdall.oauth.settings import PerUserOAuthConfig
 
 ProviderKind = Literal["openai", "anthropic", "azure"]
 
@@ -276,6 +277,7 @@ class GatewayConfig(_Open):
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
+    per_user_oauth: PerUserOAuthConfig = Field(default_factory=PerUserOAuthConfig)
 
     @field_validator("providers", mode="wrap")
     @classmethod

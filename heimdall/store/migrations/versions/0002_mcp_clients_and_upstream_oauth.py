@@ -71,6 +71,7 @@ def upgrade() -> None:
     sa.Column('stdio_env_encrypted', sa.Text(), nullable=True),
     sa.Column('auth_type', sa.String(length=32), nullable=False),
     sa.Column('oauth_config_id', sa.String(length=64), nullable=True),
+    sa.Column('oauth_settings_encrypted', sa.Text(), nullable=True),
     sa.Column('headers_encrypted', sa.Text(), nullable=True),
     sa.Column('allowed_extra_headers', sa.JSON(), nullable=False),
     sa.Column('tools_to_execute', sa.JSON(), nullable=False),
