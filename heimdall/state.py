@@ -17,6 +17,7 @@ from typing import Any
 
 from heimdall.governance.virtual_keys import VirtualKeyRuntime, build_virtual_keys
 from heimdall.llm.catalog import ProviderRuntime, build_providers
+from heimdall.oauth.settings import PerUserOAuthConfig
 from heimdall.store import repos
 from heimdall.store.repos import Store
 
@@ -32,6 +33,7 @@ class ClientSettings:
 @dataclass(frozen=True)
 class Snapshot:
     version: int = 0
+    per_user_oauth: PerUserOAuthConfig = field(default_factory=PerUserOAuthConfig)
     providers: dict[str, ProviderRuntime] = field(default_factory=dict)
     virtual_keys_by_hash: dict[str, VirtualKeyRuntime] = field(default_factory=dict)
     client: ClientSettings = field(default_factory=ClientSettings)
@@ -71,8 +73,10 @@ class SnapshotHolder:
                 keys = await repos.list_keys(session)
                 vks = await repos.list_virtual_keys(session)
                 client = await repos.get_setting(session, repos.CLIENT_CONFIG_KEY, {}) or {}
+                per_user = await repos.get_setting(session, repos.PER_USER_OAUTH_KEY, {}) or {}
             self.current = Snapshot(
                 version=version,
+                per_user_oauth=PerUserOAuthConfig.model_validate(per_user),
                 providers=build_providers(self.store.box, providers, keys),
                 virtual_keys_by_hash=build_virtual_keys(vks),
                 client=ClientSettings(

@@ -91,6 +91,8 @@ async def seed_store(session: AsyncSession, box: SecretBox, config: GatewayConfi
         if generated:
             report.generated_virtual_keys[vk.name] = generated
         report.virtual_keys += 1
+    if "per_user_oauth" in config.model_fields_set:
+        await repos.set_setting(session, repos.PER_USER_OAUTH_KEY, config.per_user_oauth.model_dump(exclude_none=True))
     if "client" in config.model_fields_set:
         await repos.set_setting(session, repos.CLIENT_CONFIG_KEY, config.client.model_dump(exclude_none=True))
     report.warnings.extend((await seed_mcp(session, box, config)).warnings)

@@ -23,6 +23,7 @@ from heimdall.store.models import (
 VIRTUAL_KEY_PREFIX = "sk-bf-"
 STORE_VERSION_KEY = "store_version"
 CLIENT_CONFIG_KEY = "client_config"
+PER_USER_OAUTH_KEY = "per_user_oauth"
 
 
 def new_virtual_key_value() -> str:
