@@ -143,6 +143,35 @@ def observed(row: MCPClientRow, status: UpstreamStatus | None, *, running: bool)
     return Observed(status.state.value, status.reason, [tool_view(tool) for tool in status.tools])
 
 
+class ToolView(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="The tool's input JSON Schema.")
+
+
+class VKRuleView(BaseModel):
+    virtual_key_id: str
+    virtual_key_name: str
+    tools_to_execute: list[str]
+
+
+class MCPClientView(BaseModel):
+    config: dict[str, Any] = Field(description="The client's MCPClientConfig; secrets are redacted.")
+    tools: list[ToolView]
+    state: str = Field(description="connected, connecting, disconnected, error, per_user or pending_verification")
+    state_reason: str | None = None
+    tool_count: int
+    vk_configs: list[VKRuleView]
+
+
+class MCPClientList(BaseModel):
+    clients: list[MCPClientView]
+    count: int
+    total_count: int
+    limit: int
+    offset: int
+
+
 def client_view(
     box: SecretBox,
     row: MCPClientRow,
@@ -150,23 +179,23 @@ def client_view(
     vk_rules: Sequence[mcp_repos.VKClientRule],
     *,
     running: bool,
-) -> dict[str, Any]:
+) -> MCPClientView:
     seen = observed(row, status, running=running)
-    return {
-        "config": config_view(box, row),
-        "tools": seen.tools,
-        "state": seen.state,
-        "state_reason": seen.reason,
-        "tool_count": len(seen.tools),
-        "vk_configs": [
-            {
-                "virtual_key_id": rule.virtual_key_id,
-                "virtual_key_name": rule.virtual_key_name,
-                "tools_to_execute": rule.tools_to_execute,
-            }
+    return MCPClientView(
+        config=config_view(box, row),
+        tools=[ToolView.model_validate(tool) for tool in seen.tools],
+        state=seen.state,
+        state_reason=seen.reason,
+        tool_count=len(seen.tools),
+        vk_configs=[
+            VKRuleView(
+                virtual_key_id=rule.virtual_key_id,
+                virtual_key_name=rule.virtual_key_name,
+                tools_to_execute=rule.tools_to_execute,
+            )
             for rule in vk_rules
         ],
-    }
+    )
 
 
 # --- edits -------------------------------------------------------------------------------------

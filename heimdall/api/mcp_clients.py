@@ -31,7 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from heimdall.api.deps import AdminDep, GatewayDep
 from heimdall.api.mcp_client_views import (
+    MCPClientList,
     MCPClientUpdate,
+    MCPClientView,
     UpstreamStatus,
     client_view,
     merged_config,
@@ -133,7 +135,7 @@ async def _settle(runtime: MCPRuntime | None, client_id: str) -> UpstreamStatus 
         await asyncio.sleep(0.05)
 
 
-async def _view(gateway: Gateway, runtime: MCPRuntime | None, client_id: str) -> dict[str, Any]:
+async def _view(gateway: Gateway, runtime: MCPRuntime | None, client_id: str) -> MCPClientView:
     async with gateway.store.read() as session:
         row = await mcp_repos.get_client(session, client_id)
         if row is None:
@@ -145,7 +147,9 @@ async def _view(gateway: Gateway, runtime: MCPRuntime | None, client_id: str) ->
 # --- reading -----------------------------------------------------------------------------------
 
 
-@router.get("/clients", summary="List MCP clients with their state, tools and virtual-key rules")
+@router.get(
+    "/clients", response_model=MCPClientList, summary="List MCP clients with their state, tools and virtual-key rules"
+)
 async def list_clients(
     request: Request,
     gateway: GatewayDep,
@@ -154,7 +158,7 @@ async def list_clients(
         DEFAULT_LIMIT
     ),
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> MCPClientList:
     limit = min(limit, MAX_LIMIT)
     runtime = runtime_of(request)
     async with gateway.store.read() as session:
@@ -165,11 +169,11 @@ async def list_clients(
         client_view(gateway.box, row, _status(runtime, row.id), rules[row.id], running=runtime is not None)
         for row in rows
     ]
-    return {"clients": clients, "count": len(clients), "total_count": total, "limit": limit, "offset": offset}
+    return MCPClientList(clients=clients, count=len(clients), total_count=total, limit=limit, offset=offset)
 
 
-@router.get("/client/{client_id}", summary="One MCP client")
-async def get_client(client_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
+@router.get("/client/{client_id}", response_model=MCPClientView, summary="One MCP client")
+async def get_client(client_id: str, request: Request, gateway: GatewayDep) -> MCPClientView:
     return await _view(gateway, runtime_of(request), client_id)
 
 
@@ -368,8 +372,8 @@ async def _probe(
 # --- editing and removing ----------------------------------------------------------------------
 
 
-@router.put("/client/{client_id}", summary="Edit an MCP client (its connection cannot change)")
-async def update_client(client_id: str, body: MCPClientUpdate, request: Request, gateway: GatewayDep) -> dict[str, Any]:
+@router.put("/client/{client_id}", response_model=MCPClientView, summary="Edit an MCP client (connection fixed)")
+async def update_client(client_id: str, body: MCPClientUpdate, request: Request, gateway: GatewayDep) -> MCPClientView:
     runtime = runtime_of(request)
     try:
         async with gateway.store.transaction() as session:

@@ -30,6 +30,9 @@ class MCPClientRow(Timestamps, Base):
     oauth_config_id: Mapped[str | None] = mapped_column(
         ForeignKey("oauth_configs.id", ondelete="SET NULL"), nullable=True, index=True
     )
+    #: The declared ``oauth_config`` (OAuthSettings JSON), encrypted: it may hold a client secret. Lets a client
+    #: declared in config.json start its verification login later.
+    oauth_settings_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: JSON object of static headers (values may be ``env.NAME``), encrypted.
     headers_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     allowed_extra_headers: Mapped[list[str]] = mapped_column(JSON, default=list)
