@@ -52,6 +52,7 @@ class MCPService:
         config = ToolManagerConfig.model_validate(raw or {})
         if config != self.tool_config:
             self.tool_config = config
+            self.upstreams.tool_config = config
             self.executor.timeout = config.tool_execution_timeout
             self.agent.max_depth = config.max_agent_depth
         specs = build_specs(self.box, rows, config.tool_sync_interval)
