@@ -13,9 +13,7 @@ class OIDCLogin(BaseModel):
     """An OpenID Connect provider that authenticates user ids on the consent page."""
 
     model_config = ConfigDict(extra="forbid")
-    issuer: str = Field(
-        description="Issuer URL (metadata from <issuer>/.well-known/openid-configuration)."
-    )
+    issuer: str = Field(description="Issuer URL (metadata from <issuer>/.well-known/openid-configuration).")
     client_id: str
     client_secret: str | None = Field(default=None, description="Literal or env.NAME; omit for a public client.")
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
@@ -32,9 +30,7 @@ class PerUserOAuthConfig(BaseModel):
     )
     code_ttl: int = Field(default=300, ge=30, le=600, description="Authorization code lifetime (single use).")
     flow_ttl: int = Field(default=900, ge=60, le=3600, description="Consent flow and upstream login lifetime.")
-    handoff_ttl: int = Field(
-        default=900, ge=60, le=3600, description="Lifetime of an upstream login link."
-    )
+    handoff_ttl: int = Field(default=900, ge=60, le=3600, description="Lifetime of an upstream login link.")
     sweep_interval: int = Field(default=60, ge=1, le=86_400, description="Seconds between housekeeping sweeps.")
     allow_self_declared_user_ids: bool = Field(
         default=False, description="Let the consent page accept a typed user id without authentication (unsafe)."
