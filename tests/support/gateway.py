@@ -11,7 +11,7 @@ import httpx
 
 from heimdall.app import create_app
 from heimdall.settings import Settings
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, free_port
 
 ADMIN_TOKEN = "hk-admin-test-token"
 
@@ -50,8 +50,12 @@ def start_gateway(
     if config is not None:
         config_path = app_dir / "config.json"
         config_path.write_text(json.dumps(config))
+    # The port is chosen here so that Settings (and so the public URL in redirects) and the
+    # listening socket agree.
+    port = settings.pop("port", None) or free_port()
     values: dict[str, Any] = {
         "app_dir": app_dir,
+        "port": port,
         "config": config_path,
         "db_url": db_url,
         "admin_token": ADMIN_TOKEN,
@@ -59,5 +63,5 @@ def start_gateway(
         **settings,
     }
     app = create_app(Settings(**values))
-    server = ServerThread(app, lifespan="on", http="httptools").start(timeout=30)
+    server = ServerThread(app, port=port, lifespan="on", http="httptools").start(timeout=30)
     return RunningGateway(url=server.url, app_dir=app_dir, server=server)
