@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a config file and print every error with its JSON path")
     check.add_argument("file", type=Path)
     config_commands.add_parser("schema", help="print the JSON Schema of config.json")
+
+    mcp = commands.add_parser("mcp", help="work with MCP servers of a running gateway")
+    mcp_commands = mcp.add_subparsers(dest="mcp_command", required=True)
+    verify = mcp_commands.add_parser(
+        "verify",
+        help="run the admin's test login for an oauth or per_user_oauth server declared in config.json",
+        description="Prints the URL to open, waits for the login to finish, then completes the setup.",
+    )
+    verify.add_argument("name", help="the MCP server's name")
+    verify.add_argument("--url", help="the gateway's base URL (default HEIMDALL_PUBLIC_URL or http://127.0.0.1:8080)")
+    verify.add_argument("--admin-token", help="admin credential (default HEIMDALL_ADMIN_TOKEN)")
+    verify.add_argument("--timeout", type=float, default=900, help="seconds to wait for the login (default 900)")
     return parser
 
 
@@ -179,4 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_config_check(args)
     if args.command == "config" and args.config_command == "schema":
         return cmd_config_schema(args)
+    if args.command == "mcp" and args.mcp_command == "verify":
+        from heimdall.cli_mcp import cmd_mcp_verify
+
+        return cmd_mcp_verify(args)
     return 2

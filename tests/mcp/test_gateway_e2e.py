@@ -269,7 +269,11 @@ def test_tool_execute_endpoint(gateway: RunningGateway, response_format: str) ->
     ("call", "status", "fragment"),
     [
         ({"id": "1", "type": "function", "function": {"name": "notes-echo", "arguments": "{}"}}, 404, "not available"),
-        ({"id": "1", "type": "function", "function": {"name": "notes-add", "arguments": "{oops"}}, 400, "not valid JSON"),
+        (
+            {"id": "1", "type": "function", "function": {"name": "notes-add", "arguments": "{oops"}},
+            400,
+            "not valid JSON",
+        ),
         ({"id": "1", "type": "function", "function": {"name": "notes-add", "arguments": "[1]"}}, 400, "JSON object"),
         ({"id": "1"}, 400, "a tool call looks like"),
     ],
@@ -286,7 +290,9 @@ def test_tool_execute_rejects_bad_calls(
 def test_agent_mode_runs_auto_tools_and_feeds_results_back(gateway: RunningGateway, fake: FakeProvider) -> None:
     fake.script("openai.chat", [tool_call("notes-add", {"a": 2, "b": 3}, id="call_a"), reply("The sum is 5.")])
     with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=VK_ALL, max_retries=0) as client:
-        result = client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "2+3?"}])
+        result = client.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "2+3?"}]
+        )
     assert result.choices[0].message.content == "The sum is 5."
     assert result.model_extra["extra_fields"]["agent_iterations"] == 2  # type: ignore[index]
     second = fake.find("openai.chat")[-1].body["messages"]
@@ -348,7 +354,12 @@ async def test_upstream_killed_and_restarted_mid_session(tmp_path: Any) -> None:
     config = {
         "mcp": {
             "client_configs": [
-                {"name": "flaky", "connection_type": "http", "connection_string": upstream.url, "is_ping_available": True}
+                {
+                    "name": "flaky",
+                    "connection_type": "http",
+                    "connection_string": upstream.url,
+                    "is_ping_available": True,
+                }
             ]
         }
     }
