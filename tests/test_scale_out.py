@@ -13,6 +13,7 @@ from tests.support.fake_providers import create_fake_provider_app
 from tests.support.gateway import RunningGateway
 from tests.support.servers import serve_in_thread
 
+ALL_OPENAI = [{"provider": "openai", "allowed_models": ["*"], "key_ids": ["*"]}]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -30,9 +31,8 @@ def wait_for_status(client: httpx.Client, vk: str, status: int, within: float) -
 def two_gateways(
     gateway_factory: Callable[..., RunningGateway], upstream: str, db_url: str, **settings: object
 ) -> tuple[RunningGateway, RunningGateway]:
-    config = {
-        "providers": {"openai": {"keys": [{"value": "sk-x", "models": ["*"]}], "network_config": {"base_url": upstream}}}
-    }
+    openai = {"keys": [{"value": "sk-x", "models": ["*"]}], "network_config": {"base_url": upstream}}
+    config = {"providers": {"openai": openai}}
     # Processes that share a store must share the encryption key (hashes and ciphertexts derive from it).
     key = generate_key()
     first = gateway_factory(config=config, db_url=db_url, encryption_key=key, **settings)
@@ -53,7 +53,7 @@ def test_redis_carries_changes_between_processes_at_once(
         with first.admin() as admin, second.client() as client:
             created = admin.post(
                 "/api/governance/virtual-keys",
-                json={"name": "shared", "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "key_ids": ["*"]}]},
+                json={"name": "shared", "provider_configs": ALL_OPENAI},
             ).json()
             assert wait_for_status(client, created["value"], 200, within=2) < 2
             admin.put(f"/api/governance/virtual-keys/{created['id']}", json={"is_active": False})
@@ -69,7 +69,7 @@ def test_without_redis_other_processes_poll_the_store(
         with first.admin() as admin, second.client() as client:
             created = admin.post(
                 "/api/governance/virtual-keys",
-                json={"name": "polled", "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "key_ids": ["*"]}]},
+                json={"name": "polled", "provider_configs": ALL_OPENAI},
             ).json()
             wait_for_status(client, created["value"], 200, within=5)
             admin.delete(f"/api/governance/virtual-keys/{created['id']}")

@@ -34,6 +34,10 @@ def _tool_calls(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [call for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
 
 
+def _empty_call() -> dict[str, Any]:
+    return {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+
+
 def _add_usage(total: dict[str, int], usage: Any) -> None:
     if isinstance(usage, dict):
         for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
@@ -116,9 +120,7 @@ class Agent:
                     delta = choice.get("delta") or {}
                     if delta.get("tool_calls") or choice.get("finish_reason") == "tool_calls":
                         for part in delta.get("tool_calls") or []:
-                            slot = calls.setdefault(
-                                int(part.get("index", 0)), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-                            )
+                            slot = calls.setdefault(int(part.get("index", 0)), _empty_call())
                             slot["id"] = part.get("id") or slot["id"]
                             function = part.get("function") or {}
                             slot["function"]["name"] += function.get("name") or ""

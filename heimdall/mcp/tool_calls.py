@@ -94,7 +94,9 @@ class ToolExecutor:
 
     def resolve(self, call: Any, vk: VirtualKeyRuntime | None, filters: Filters) -> tuple[CatalogTool, dict[str, Any]]:
         if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-            raise BadRequest('a tool call looks like {"id": ..., "type": "function", "function": {"name", "arguments"}}')
+            raise BadRequest(
+                'a tool call looks like {"id": ..., "type": "function", "function": {"name": ..., "arguments": ...}}'
+            )
         name = call["function"].get("name")
         if not isinstance(name, str) or not name:
             raise BadRequest("function.name is required", param="function.name")

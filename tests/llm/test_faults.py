@@ -156,7 +156,8 @@ def test_stream_dropped_midway_ends_with_an_error_frame(gateway: RunningGateway,
 
 def test_in_band_stream_error_from_anthropic(gateway: RunningGateway, fake: FakeProvider) -> None:
     fake.script("anthropic", stream_error(after=3, message="overloaded right now", type="overloaded_error"))
-    with gateway.client() as http, http.stream("POST", "/v1/chat/completions", json=chat("anthropic/claude", stream=True)) as response:
+    body = chat("anthropic/claude", stream=True)
+    with gateway.client() as http, http.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         frames = [line for line in response.iter_lines() if line.startswith("data: ")]
     last = json.loads(frames[-1][6:])

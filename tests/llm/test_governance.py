@@ -9,6 +9,8 @@ from tests.llm.conftest import VK_ALL, VK_INACTIVE, VK_LIMITED, VK_NOTHING, chat
 from tests.support.fake_providers import FakeProvider
 from tests.support.gateway import RunningGateway
 
+OPENAI_ALL = {"provider": "openai", "allowed_models": ["*"], "key_ids": ["*"]}
+
 
 @pytest.mark.parametrize(
     "headers",
@@ -105,7 +107,7 @@ def test_key_changes_through_the_api_apply_immediately(gateway: RunningGateway, 
     with gateway.admin() as admin:
         created = admin.post(
             "/api/governance/virtual-keys",
-            json={"name": "temp", "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "key_ids": ["*"]}]},
+            json={"name": "temp", "provider_configs": [OPENAI_ALL]},
         )
         assert created.status_code == 201, created.text
         value, vk_id = created.json()["value"], created.json()["id"]

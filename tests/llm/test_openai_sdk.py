@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.llm.conftest import VK_ALL
-from tests.support.fake_providers import FakeProvider, ToolCall, tool_call
+from tests.support.fake_providers import FakeProvider, tool_call
 from tests.support.gateway import RunningGateway
 
 WEATHER = {
