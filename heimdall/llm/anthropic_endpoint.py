@@ -32,7 +32,7 @@ from heimdall.llm.providers.anthropic_reverse import (
     anthropic_to_openai_request,
     openai_to_anthropic_response,
 )
-from heimdall.llm.providers.base import StreamBroken
+from heimdall.llm.providers.base import StreamBroken, split_frames
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -96,17 +96,20 @@ class AnthropicEndpoints(OpenAIEndpoints):
         try:
             frame: bytes | None = first
             while frame is not None:
-                chunk = orjson.loads(frame[5:])
-                self._count_tokens(state, chunk.get("usage"))
-                out = b"".join(sse_event(name, payload) for name, payload in translator.feed(chunk))
+                events: list[bytes] = []
+                for payload in split_frames(frame):
+                    chunk = orjson.loads(payload)
+                    self._count_tokens(state, chunk.get("usage"))
+                    events.extend(sse_event(name, event) for name, event in translator.feed(chunk))
+                out = b"".join(events)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 frame = await anext(frames, None)
             closing = []
-            for name, payload in translator.finish():
+            for name, event in translator.finish():
                 if name == "message_delta":
-                    payload = {**payload, "extra_fields": extra}
-                closing.append(sse_event(name, payload))
+                    event = {**event, "extra_fields": extra}
+                closing.append(sse_event(name, event))
             await send({"type": "http.response.body", "body": b"".join(closing), "more_body": False})
         except (StreamBroken, GatewayError, orjson.JSONDecodeError) as exc:
             message = exc.message if isinstance(exc, GatewayError) else str(exc)

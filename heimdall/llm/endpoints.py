@@ -28,7 +28,7 @@ from heimdall.asgi import (
 from heimdall.errors import BadRequest, GatewayError
 from heimdall.gateway import Gateway
 from heimdall.llm.pipeline import Attempted, Caller, attach_model_fields, authenticate
-from heimdall.llm.providers.base import StreamBroken
+from heimdall.llm.providers.base import StreamBroken, split_frames
 from heimdall.mcp.llm_bridge import apply_plan, plan_for
 
 _FINAL_FRAME = re.compile(rb'"finish_reason"\s*:\s*"|"usage"\s*:\s*\{')
@@ -142,16 +142,21 @@ class OpenAIEndpoints:
                 error.from_gateway = False
             await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n", "more_body": False})
 
-    def _with_extra_fields(self, frame: bytes, extra: dict[str, Any], state: Attempted) -> bytes:
-        try:
-            chunk = orjson.loads(frame[5:])
-        except orjson.JSONDecodeError:
-            return frame
-        if not isinstance(chunk, dict):
-            return frame
-        chunk["extra_fields"] = {**extra, **chunk.get("extra_fields", {})}
-        self._count_tokens(state, chunk.get("usage"))
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+    def _with_extra_fields(self, blob: bytes, extra: dict[str, Any], state: Attempted) -> bytes:
+        """Add ``extra_fields`` to the final frames (finish_reason or usage) of a blob of frames."""
+        out: list[bytes] = []
+        for payload in split_frames(blob):
+            if _FINAL_FRAME.search(payload):
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    chunk["extra_fields"] = {**extra, **chunk.get("extra_fields", {})}
+                    self._count_tokens(state, chunk.get("usage"))
+                    payload = orjson.dumps(chunk)
+            out.append(b"data: " + payload + b"\n\n")
+        return b"".join(out)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

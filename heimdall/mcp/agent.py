@@ -19,6 +19,7 @@ import orjson
 
 from heimdall.governance.virtual_keys import VirtualKeyRuntime
 from heimdall.llm.pipeline import Attempted, Caller, InferencePipeline
+from heimdall.llm.providers.base import split_frames
 from heimdall.mcp.catalog import CatalogTool, Filters
 from heimdall.mcp.runtime import Caller as MCPCaller
 from heimdall.mcp.tool_calls import ToolExecutor
@@ -115,21 +116,26 @@ class Agent:
             try:
                 frame: bytes | None = first
                 while frame is not None:
-                    chunk = orjson.loads(frame[5:])
-                    choice = (chunk.get("choices") or [{}])[0] if isinstance(chunk, dict) else {}
-                    delta = choice.get("delta") or {}
-                    if delta.get("tool_calls") or choice.get("finish_reason") == "tool_calls":
-                        for part in delta.get("tool_calls") or []:
-                            slot = calls.setdefault(int(part.get("index", 0)), _empty_call())
-                            slot["id"] = part.get("id") or slot["id"]
-                            function = part.get("function") or {}
-                            slot["function"]["name"] += function.get("name") or ""
-                            slot["function"]["arguments"] += function.get("arguments") or ""
-                        held.append(frame)
-                    else:
-                        if isinstance(delta.get("content"), str):
-                            text.append(delta["content"])
-                        yield frame
+                    passed: list[bytes] = []
+                    for payload in split_frames(frame):
+                        chunk = orjson.loads(payload)
+                        choice = (chunk.get("choices") or [{}])[0] if isinstance(chunk, dict) else {}
+                        delta = choice.get("delta") or {}
+                        framed = b"data: " + payload + b"\n\n"
+                        if delta.get("tool_calls") or choice.get("finish_reason") == "tool_calls":
+                            for part in delta.get("tool_calls") or []:
+                                slot = calls.setdefault(int(part.get("index", 0)), _empty_call())
+                                slot["id"] = part.get("id") or slot["id"]
+                                function = part.get("function") or {}
+                                slot["function"]["name"] += function.get("name") or ""
+                                slot["function"]["arguments"] += function.get("arguments") or ""
+                            held.append(framed)
+                        else:
+                            if isinstance(delta.get("content"), str):
+                                text.append(delta["content"])
+                            passed.append(framed)
+                    if passed:
+                        yield b"".join(passed)
                     frame = await anext(frames, None)
             finally:
                 await frames.aclose()  # type: ignore[attr-defined]

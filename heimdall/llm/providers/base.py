@@ -2,8 +2,9 @@
 
 Adapters receive the caller's OpenAI-format request as a dict and return OpenAI-format results:
 ``chat`` a ``chat.completion`` dict, ``stream_chat`` SSE frames (``b"data: {...}\\n\\n"``, without
-the final ``[DONE]``), ``embeddings`` an embeddings list dict. They raise ``UpstreamError`` for
-anything that goes wrong before the first byte reaches the caller and ``StreamBroken`` after.
+the final ``[DONE]``; several frames may come in one blob), ``embeddings`` an embeddings list dict.
+They raise ``UpstreamError`` for anything that goes wrong before the first byte reaches the caller
+and ``StreamBroken`` after.
 """
 
 from __future__ import annotations
@@ -136,6 +137,29 @@ async def raise_for_stream_status(target: Target, response: UpstreamResponse) ->
     except TRANSPORT_ERRORS as exc:
         raise transport_error(target.provider.name, exc) from exc
     raise error_from_response(target.provider.name, response.status, raw)
+
+
+async def read_sse_batches(response: UpstreamResponse) -> AsyncIterator[list[bytes]]:
+    """Yield the ``data:`` payloads of an SSE response, batched by what arrived in one read.
+
+    Batching keeps a stream's cost per network read rather than per event: frames that arrive
+    together are relayed to the caller in one write.
+    """
+    pending = b""
+    async for chunk in response.chunks():
+        data = pending + chunk if pending else chunk
+        lines = data.split(b"\n")
+        pending = lines.pop()
+        batch = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if batch:
+            yield batch
+    if pending.startswith(b"data:"):
+        yield [pending[5:].strip()]
+
+
+def split_frames(blob: bytes) -> list[bytes]:
+    """The JSON payloads of a blob of ``data: ...\n\n`` frames (as adapters yield them)."""
+    return [part[5:].strip() for part in blob.split(b"\n\n") if part.startswith(b"data:")]
 
 
 async def read_sse_data(response: UpstreamResponse) -> AsyncIterator[bytes]:

@@ -21,7 +21,7 @@ from heimdall.llm.providers.base import (
     open_response,
     post_json,
     raise_for_stream_status,
-    read_sse_data,
+    read_sse_batches,
     transport_error,
 )
 
@@ -72,13 +72,19 @@ class OpenAIAdapter:
             done = False
             sent_any = False
             try:
-                async for data in read_sse_data(response):
-                    if data == _DONE:
-                        done = True
+                async for batch in read_sse_batches(response):
+                    frames = []
+                    for data in batch:
+                        if data == _DONE:
+                            done = True
+                            break
+                        frames.append(b"data: " + data + b"\n\n")
+                    if frames:
+                        sent_any = True
+                        yield frames[0] if len(frames) == 1 else b"".join(frames)
+                    if done:
                         await response.finish()
                         break
-                    sent_any = True
-                    yield b"data: " + data + b"\n\n"
             except TRANSPORT_ERRORS as exc:
                 if not sent_any:
                     raise transport_error(name, exc) from exc
