@@ -11,6 +11,8 @@ from types import FrameType
 
 from bench.report import MODES
 
+PARTS = ("llm", "mcp")
+
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.json"
 DEFAULT_HEIMDALL = BENCH_DIR.parent / ".venv" / "bin" / "heimdall"
@@ -18,6 +20,7 @@ DEFAULT_HEIMDALL = BENCH_DIR.parent / ".venv" / "bin" / "heimdall"
 
 @dataclass(frozen=True)
 class Options:
+    parts: tuple[str, ...]
     duration: float
     runs: int
     connections: tuple[int, ...]
@@ -30,6 +33,8 @@ class Options:
     output: Path
     gateway_timeout: float
     keep_tmp: bool
+    sessions: tuple[int, ...] = (1, 16)
+    mcp_clients: int = 1
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -38,7 +43,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("connection counts must be >= 1")
+        raise argparse.ArgumentTypeError("counts must be >= 1")
     return values
 
 
@@ -53,16 +58,26 @@ def _modes(text: str) -> tuple[str, ...]:
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure Heimdall's overhead over a fixed-response nginx upstream with wrk.",
+        description="Measure Heimdall's overhead: /v1/chat/completions over a fixed-response nginx upstream (wrk), "
+        "and MCP tools/call through /mcp over an SDK MCP server (llm and mcp parts; both by default).",
     )
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5; 2 with --quick)")
+    parser.add_argument("--only", choices=PARTS, help="run one part only: llm (nginx + wrk) or mcp (MCP gateway)")
+    parser.add_argument("--duration", type=float, help="seconds per load run (default 5; 2 with --quick)")
     parser.add_argument("--runs", type=int, help="runs per cell, median reported (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke mode: 1 run x 2 s, fewer TTFB requests")
-    parser.add_argument("--connections", type=_int_list, default=(1, 16, 64), help="e.g. 1,16,64 (default)")
-    parser.add_argument("--modes", type=_modes, default=MODES, help="json,stream (default both)")
+    parser.add_argument("--connections", type=_int_list, default=(1, 16, 64), help="llm: e.g. 1,16,64 (default)")
+    parser.add_argument("--modes", type=_modes, default=MODES, help="llm: json,stream (default both)")
+    parser.add_argument(
+        "--sessions", type=_int_list, default=(1, 16), help="mcp: concurrent MCP sessions, e.g. 1,16 (default)"
+    )
+    parser.add_argument(
+        "--mcp-clients", type=int, default=1, help="mcp: load-generator processes sharing the sessions (default 1)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="HEIMDALL_WORKERS for the gateway (default 1)")
-    parser.add_argument("--ttfb-requests", type=int, help="sequential streaming requests for TTFB (default 200)")
-    parser.add_argument("--direct-only", action="store_true", help="measure nginx only; do not start the gateway")
+    parser.add_argument("--ttfb-requests", type=int, help="llm: sequential streaming requests for TTFB (default 200)")
+    parser.add_argument(
+        "--direct-only", action="store_true", help="measure the upstreams only (nginx, MCP server); no gateway"
+    )
     parser.add_argument("--heimdall", type=Path, default=DEFAULT_HEIMDALL, help="path to the heimdall executable")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     parser.add_argument("--gateway-timeout", type=float, default=30.0, help="seconds to wait for GET /health")
@@ -71,9 +86,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     duration = args.duration if args.duration is not None else (2.0 if args.quick else 5.0)
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     ttfb = args.ttfb_requests if args.ttfb_requests is not None else (50 if args.quick else 200)
-    if duration <= 0 or runs < 1 or args.workers < 1 or ttfb < 0:
-        parser.error("--duration must be > 0, --runs and --workers >= 1, --ttfb-requests >= 0")
+    if duration <= 0 or runs < 1 or args.workers < 1 or ttfb < 0 or args.mcp_clients < 1:
+        parser.error("--duration must be > 0, --runs, --workers and --mcp-clients >= 1, --ttfb-requests >= 0")
     return Options(
+        parts=(args.only,) if args.only else PARTS,
         duration=duration,
         runs=runs,
         connections=args.connections,
@@ -86,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         output=args.output,
         gateway_timeout=args.gateway_timeout,
         keep_tmp=args.keep_tmp,
+        sessions=args.sessions,
+        mcp_clients=args.mcp_clients,
     )
 
 

@@ -1,16 +1,19 @@
-"""Run ``heimdall serve`` against the nginx upstream and check that it proxies both request kinds."""
+"""Run ``heimdall serve`` with a generated config; check that it proxies LLM requests or reaches an MCP upstream."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from bench.payloads import CHAT_PATH, JSON_PROVIDER, STREAM_PREFIX, STREAM_PROVIDER, request_body
-from bench.procs import LOOPBACK, ManagedProcess, free_port, post, wait_ready
+from bench.procs import LOOPBACK, ManagedProcess, free_port, get_json, post, wait_ready
 
 ADMIN_TOKEN = "bench-admin-token"
+#: Name of the MCP client (upstream) in the MCP bench; the gateway exposes its tools as ``bench-<tool>``.
+MCP_CLIENT_NAME = "bench"
 PROVIDER_KEY = "sk-bench"
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
@@ -31,6 +34,17 @@ def gateway_config(upstream_base_url: str) -> dict[str, Any]:
     }
 
 
+def mcp_gateway_config(upstream_mcp_url: str) -> dict[str, Any]:
+    """One MCP upstream over streamable HTTP, all tools allowed; no LLM providers."""
+    client = {
+        "name": MCP_CLIENT_NAME,
+        "connection_type": "http",
+        "connection_string": upstream_mcp_url,
+        "tools_to_execute": ["*"],
+    }
+    return {"mcp": {"client_configs": [client]}}
+
+
 def _check(stream: bool, status: int, body: bytes) -> str | None:
     """A problem description, or None when the response looks like the upstream's."""
     if status != 200:
@@ -48,11 +62,11 @@ def _check(stream: bool, status: int, body: bytes) -> str | None:
 class Gateway:
     """``heimdall serve`` on a free loopback port; ``stop()`` kills it and its workers."""
 
-    def __init__(self, heimdall: Path, root: Path, upstream_base_url: str, workers: int, timeout: float = 30) -> None:
+    def __init__(self, heimdall: Path, root: Path, config: dict[str, Any], workers: int, timeout: float = 30) -> None:
         self.port = free_port()
         self.base_url = f"http://{LOOPBACK}:{self.port}"
-        config = root / "config.json"
-        config.write_text(json.dumps(gateway_config(upstream_base_url), indent=2))
+        config_path = root / "config.json"
+        config_path.write_text(json.dumps(config, indent=2))
         app_dir = root / "app"
         app_dir.mkdir(exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key not in _PROXY_VARS}
@@ -62,7 +76,7 @@ class Gateway:
             NO_PROXY="127.0.0.1,localhost",
             no_proxy="127.0.0.1,localhost",
         )
-        argv = [str(heimdall), "serve", "--config", str(config), "--app-dir", str(app_dir)]
+        argv = [str(heimdall), "serve", "--config", str(config_path), "--app-dir", str(app_dir)]
         argv += ["--host", LOOPBACK, "--port", str(self.port)]
         if not heimdall.exists():
             raise GatewayError(f"{heimdall} does not exist (is the package installed? try `make run`)")
@@ -88,6 +102,24 @@ class Gateway:
             if problem:
                 kind = "streaming" if stream else "non-streaming"
                 raise GatewayError(f"{kind} request through the gateway failed: {problem}\n{self.process.log_tail()}")
+
+    def wait_mcp_connected(self, name: str, timeout: float) -> None:
+        """Poll ``GET /api/mcp/clients`` until the MCP client ``name`` is in state "connected"."""
+        deadline = time.monotonic() + timeout
+        seen: Any = None
+        while time.monotonic() < deadline:
+            if not self.process.alive():
+                break
+            status, seen = get_json(f"{self.base_url}/api/mcp/clients", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            if status == 200 and isinstance(seen, dict):
+                states = {c.get("config", {}).get("name"): c.get("state") for c in seen.get("clients", [])}
+                if states.get(name) == "connected":
+                    return
+            time.sleep(0.1)
+        raise GatewayError(
+            f"MCP client {name!r} did not reach state 'connected' within {timeout:g}s; "
+            f"last GET /api/mcp/clients: {json.dumps(seen)[:2000]}\n{self.process.log_tail(60)}"
+        )
 
     def stop(self) -> None:
         self.process.stop()

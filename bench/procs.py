@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 # Never route loopback traffic through a proxy from the environment.
@@ -96,6 +98,22 @@ def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
     except OSError as exc:
         return 0, str(exc).encode()
+
+
+def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET a JSON document; (status, parsed body or None). Errors are returned, not raised."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except OSError:
+        return 0, None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
 
 
 def wait_ready(process: ManagedProcess, url: str, timeout: float, expect: int = 200) -> bool:

@@ -84,7 +84,9 @@ def _fmt(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-_COLUMNS = (
+Column = tuple[str, int, str, str]  # title, width, format spec, row key
+
+_COLUMNS: tuple[Column, ...] = (
     ("mode", 6, "s", "mode"),
     ("conns", 5, "d", "connections"),
     ("direct rps", 10, ".0f", "direct_rps"),
@@ -101,19 +103,19 @@ _COLUMNS = (
 )
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    header = "  ".join(title.rjust(width) for title, width, _, _ in _COLUMNS)
+def table(rows: list[dict[str, Any]], columns: tuple[Column, ...] = _COLUMNS) -> str:
+    header = "  ".join(title.rjust(width) for title, width, _, _ in columns)
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append("  ".join(_fmt(row[key], spec).rjust(width) for _, width, spec, key in _COLUMNS))
+        lines.append("  ".join(_fmt(row[key], spec).rjust(width) for _, width, spec, key in columns))
     return "\n".join(lines)
 
 
 def render(results: Results, rows: list[dict[str, Any]]) -> str:
     meta = results.meta
     out = [
-        f"Heimdall bench: {meta['runs']} run(s) x {meta['duration_s']:g}s per cell, median shown; "
-        f"latencies in ms; gateway workers={meta['workers']}; {meta['cpus']} CPUs",
+        f"Heimdall LLM bench (/v1/chat/completions): {meta['runs']} run(s) x {meta['duration_s']:g}s per cell, "
+        f"median shown; latencies in ms; gateway workers={meta['workers']}; {meta['cpus']} CPUs",
         "",
         table(rows),
     ]
@@ -142,8 +144,8 @@ def render(results: Results, rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def write_json(path: Path, results: Results, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def results_json(results: Results, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The LLM part's JSON document (top level of ``latest.json``)."""
     ttfb: dict[str, Any] = {target: result.to_json() for target, result in results.ttfb.items()}
     if len(results.ttfb) == 2:
         ttfb["added_first_frame_ms"] = results.ttfb["gateway"].first_frame_ms - results.ttfb["direct"].first_frame_ms
@@ -155,4 +157,25 @@ def write_json(path: Path, results: Results, rows: list[dict[str, Any]]) -> None
         "gateway_error": results.gateway_error,
         "runs": [run.to_json() for run in results.runs],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
+
+
+def merge_json(path: Path, part: str, payload: dict[str, Any]) -> None:
+    """Write one part's results into ``path``, keeping the other part's results already there.
+
+    The LLM part owns the top-level keys (as before the MCP part existed); the MCP part lives under ``"mcp"``.
+    """
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        existing = {}
+    if not isinstance(existing, dict):
+        existing = {}
+    if part == "llm":
+        merged = dict(payload)
+        if "mcp" in existing:
+            merged["mcp"] = existing["mcp"]
+    else:
+        merged = {**existing, part: payload}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2) + "\n")

@@ -1,4 +1,7 @@
-"""Orchestration: tools, nginx, gateway, wrk runs, TTFB, memory, report; always cleans up."""
+"""Orchestration of the LLM part (tools, nginx, gateway, wrk runs, TTFB, memory, report) and of both parts.
+
+Every part cleans up its processes, also on Ctrl-C/SIGTERM (``KeyboardInterrupt`` unwinds the ``finally`` blocks).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +18,18 @@ from typing import Any
 
 from bench import procstat, ttfb, wrk
 from bench.cli import Options
-from bench.gateway import Gateway, GatewayError
+from bench.gateway import Gateway, GatewayError, gateway_config
 from bench.payloads import CHAT_PATH, STREAM_PREFIX, request_body
-from bench.report import Results, Run, render, summarize, write_json
+from bench.report import Results, Run, merge_json, render, results_json, summarize
 from bench.tools import ToolError, ensure_tools
 from bench.upstream import Upstream
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def _git_commit(cwd: Path) -> str | None:
+def git_commit(cwd: Path) -> str | None:
     try:
         done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True)
     except OSError:
@@ -48,7 +51,7 @@ def _meta(options: Options) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": _git_commit(Path(__file__).resolve().parent),
+        "git_commit": git_commit(Path(__file__).resolve().parent),
     }
 
 
@@ -106,12 +109,12 @@ class _Bench:
                         r = run.result
                         errors = f" errors={r.errors}" if r.errors else ""
                         parts.append(f"{target} {r.rps:8.0f} rps p50 {r.p50_us / 1e3:7.3f} ms{errors}")
-                    _log(f"[{done}/{total}] {mode:6s} c={connections:<3d} run {index + 1}: " + " | ".join(parts))
+                    log(f"[{done}/{total}] {mode:6s} c={connections:<3d} run {index + 1}: " + " | ".join(parts))
 
     def measure_ttfb(self, results: Results) -> None:
         if "stream" not in self.options.modes or not self.options.ttfb_requests:
             return
-        _log("measuring streaming TTFB")
+        log("measuring streaming TTFB")
         body = request_body(True)
         results.ttfb["direct"] = ttfb.measure(
             self.upstream.port, f"{STREAM_PREFIX}{CHAT_PATH}", body, self.options.ttfb_requests
@@ -123,21 +126,22 @@ class _Bench:
 def _start_gateway(options: Options, root: Path, upstream: Upstream, results: Results) -> Gateway | None:
     if options.direct_only:
         return None
-    _log(f"starting gateway ({options.heimdall} serve, workers={options.workers})")
+    log(f"starting gateway ({options.heimdall} serve, workers={options.workers})")
     try:
-        gateway = Gateway(options.heimdall, root, upstream.base_url, options.workers, options.gateway_timeout)
+        config = gateway_config(upstream.base_url)
+        gateway = Gateway(options.heimdall, root, config, options.workers, options.gateway_timeout)
     except GatewayError as exc:
         results.gateway_error = str(exc)
-        _log(f"{exc}\nbench: continuing with the direct (nginx) path only")
+        log(f"{exc}\nbench: continuing with the direct (nginx) path only")
         return None
     try:
         gateway.verify()
     except GatewayError as exc:
         gateway.stop()
         results.gateway_error = str(exc)
-        _log(f"{exc}\nbench: continuing with the direct (nginx) path only")
+        log(f"{exc}\nbench: continuing with the direct (nginx) path only")
         return None
-    _log(f"gateway ready on {gateway.base_url}")
+    log(f"gateway ready on {gateway.base_url}")
     return gateway
 
 
@@ -147,7 +151,7 @@ def _measure(options: Options, wrk_bin: str, root: Path, upstream: Upstream, res
         if gateway is not None:
             stack.callback(gateway.stop)
         bench = _Bench(options, wrk_bin, root, upstream, gateway)
-        _log("warming up")
+        log("warming up")
         bench.warm_up()
         sampler = None
         if gateway is not None:
@@ -167,15 +171,29 @@ def _measure(options: Options, wrk_bin: str, root: Path, upstream: Upstream, res
 
 
 def run(options: Options) -> int:
+    """Run the selected parts in order (llm, then mcp); the worst exit code wins."""
+    codes = []
+    if "llm" in options.parts:
+        codes.append(run_llm(options))
+    if "mcp" in options.parts:
+        from bench import mcp_runner
+
+        if codes:
+            print(flush=True)
+        codes.append(mcp_runner.run(options))
+    return max(codes)
+
+
+def run_llm(options: Options) -> int:
     try:
         tools = ensure_tools()
     except ToolError as exc:
-        _log(str(exc))
+        log(str(exc))
         return 2
     root = Path(tempfile.mkdtemp(prefix="heimdall-bench-"))
     results = Results(meta=_meta(options))
     try:
-        _log(f"starting nginx upstream (temp dir {root})")
+        log(f"starting nginx upstream (temp dir {root})")
         upstream = Upstream(tools.nginx, root)
         try:
             _measure(options, tools.wrk, root, upstream, results)
@@ -183,14 +201,14 @@ def run(options: Options) -> int:
             upstream.stop()
     except GatewayError as exc:
         results.gateway_error = str(exc)
-        _log(str(exc))
+        log(str(exc))
     finally:
         if options.keep_tmp:
-            _log(f"kept temp dir {root}")
+            log(f"kept temp dir {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
     rows = summarize(results)
     print(render(results, rows), flush=True)
-    write_json(options.output, results, rows)
-    _log(f"results written to {options.output}")
+    merge_json(options.output, "llm", results_json(results, rows))
+    log(f"results written to {options.output}")
     return 1 if results.gateway_error else 0
