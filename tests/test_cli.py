@@ -28,68 +28,13 @@ import pytest
 from heimdall.config.schema import config_json_schema
 from heimdall.crypto import KEY_FILE_NAME, generate_key, parse_key
 from heimdall.settings import Settings
+from tests.support.examples import README_EXAMPLE
 from tests.support.servers import free_port
 
 HEIMDALL = Path(sys.executable).parent / "heimdall"
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = REPO / "docs" / "config.schema.json"
 TOKEN_PATTERN = re.compile(r"hk-admin-[A-Za-z0-9_-]{20,}")
-
-#: The example of the spec's README ("config.json at a glance").
-README_EXAMPLE: dict[str, Any] = {
-    "providers": {
-        "openai": {
-            "keys": [
-                {
-                    "value": "env.OPENAI_API_KEY",
-                    "models": ["*"],
-                    "weight": 1.0,
-                    "aliases": {"my-custom-alias": "gpt-4o-mini"},
-                }
-            ],
-            "network_config": {
-                "base_url": "https://api.openai.com",
-                "default_request_timeout_in_seconds": 30,
-                "max_retries": 1,
-            },
-        },
-        "azure": {
-            "keys": [
-                {
-                    "value": "env.AZURE_API_KEY",
-                    "models": ["gpt-4o"],
-                    "aliases": {"gpt-4o": "my-gpt4o-deployment"},
-                    "azure_key_config": {"endpoint": "env.AZURE_ENDPOINT", "api_version": "2024-10-21"},
-                }
-            ]
-        },
-    },
-    "governance": {
-        "virtual_keys": [
-            {
-                "id": "vk-team-a",
-                "name": "team-a",
-                "value": "env.TEAM_A_VK",
-                "is_active": True,
-                "provider_configs": [{"provider": "openai", "allowed_models": ["*"], "key_ids": ["*"]}],
-                "mcp_configs": [{"mcp_client_name": "notion", "tools_to_execute": ["*"]}],
-            }
-        ]
-    },
-    "mcp": {
-        "client_configs": [
-            {
-                "name": "notion",
-                "connection_type": "http",
-                "connection_string": "https://mcp.notion.com/mcp",
-                "auth_type": "per_user_oauth",
-                "oauth_config": {"scopes": ["read"]},
-                "tools_to_execute": ["*"],
-            }
-        ]
-    },
-    "client": {"enforce_auth_on_inference": False},
-}
 
 
 def clean_env(**extra: str) -> dict[str, str]:

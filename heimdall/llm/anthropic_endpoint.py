@@ -8,16 +8,13 @@ the gateway envelope, so the SDK and envelope readers each find what they expect
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from heimdall.asgi import (
-    JSON_HEADERS,
     SSE_HEADERS,
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
@@ -25,8 +22,8 @@ from heimdall.asgi import (
     until_disconnect,
 )
 from heimdall.errors import GatewayError
-from heimdall.llm.endpoints import OpenAIEndpoints
-from heimdall.llm.pipeline import Attempted, attach_model_fields
+from heimdall.llm.endpoints import Exchange, OpenAIEndpoints
+from heimdall.llm.pipeline import Attempted
 from heimdall.llm.providers.anthropic_reverse import (
     OpenAIToAnthropicStream,
     anthropic_to_openai_request,
@@ -58,36 +55,30 @@ def sse_event(event: str, data: dict[str, Any]) -> bytes:
 
 class AnthropicEndpoints(OpenAIEndpoints):
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        state: Attempted | None = None
-        status = 200
-        try:
-            data, state = await self._read(scope, receive)
-            caller = self._caller(scope)
-            body = anthropic_to_openai_request(data)
-            pipeline = self.gateway.pipeline
-            if body.get("stream") is True:
-                body["stream_options"] = {"include_usage": True}
-                first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, body)
-                try:
-                    if await until_disconnect(receive, self._relay(send, state, first, frames)):
-                        status = 499
-                finally:
-                    await frames.aclose()  # type: ignore[attr-defined]
-            else:
-                result = await pipeline.chat(self.gateway.snapshot, caller, state, body)
-                self._count_tokens(state, result.get("usage"))
-                message = openai_to_anthropic_response(result, state.model_field)
-                message["extra_fields"] = state.extra_fields()
-                await send_bytes(send, 200, orjson.dumps(message))
-        except GatewayError as exc:
-            status = exc.status_code
-            error = attach_model_fields(exc, state)
-            await send_bytes(send, error.status_code, anthropic_error(error), JSON_HEADERS)
-        except ClientDisconnected:
-            status = 499
-        finally:
-            self._record("messages", state, status, started)
+        await self._serve(
+            "messages", send, lambda exchange: self._messages(scope, receive, send, exchange), anthropic_error
+        )
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
+        data, state = await self._read(scope, receive)
+        exchange.state = state
+        caller = self._caller(scope)
+        body = anthropic_to_openai_request(data)
+        pipeline = self.gateway.pipeline
+        if body.get("stream") is True:
+            body["stream_options"] = {"include_usage": True}
+            first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, body)
+            try:
+                if await until_disconnect(receive, self._relay(send, state, first, frames)):
+                    exchange.status = 499
+            finally:
+                await frames.aclose()  # type: ignore[attr-defined]
+        else:
+            result = await pipeline.chat(self.gateway.snapshot, caller, state, body)
+            self._count_tokens(state, result.get("usage"))
+            message = openai_to_anthropic_response(result, state.model_field)
+            message["extra_fields"] = state.extra_fields()
+            await send_bytes(send, 200, orjson.dumps(message))
 
     async def _relay(self, send: Send, state: Attempted, first: bytes, frames: AsyncIterator[bytes]) -> None:
         translator = OpenAIToAnthropicStream(state.model_field)

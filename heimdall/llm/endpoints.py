@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -58,6 +59,14 @@ def model_of(data: dict[str, Any]) -> str:
     return model
 
 
+@dataclass(slots=True)
+class Exchange:
+    """What the error handler and the metrics need to know about one request, filled in as it goes."""
+
+    state: Attempted | None = None
+    status: int = 200
+
+
 class OpenAIEndpoints:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -81,45 +90,62 @@ class OpenAIEndpoints:
     def _caller(self, scope: Scope) -> Caller:
         return authenticate(self.gateway.snapshot, self.gateway.box, header_map(scope))
 
-    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self,
+        endpoint: str,
+        send: Send,
+        handle: Callable[[Exchange], Awaitable[None]],
+        render_error: Callable[[GatewayError], bytes] | None = None,
+    ) -> None:
+        """Run one inference exchange: errors become envelopes, and every outcome is counted."""
         started = time.perf_counter()
-        state: Attempted | None = None
-        status = 200
+        exchange = Exchange()
         try:
-            data, state = await self._read(scope, receive)
-            caller = self._caller(scope)
-            pipeline = self.gateway.pipeline
-            snapshot = self.gateway.snapshot
-            plan = plan_for(self.gateway, caller, header_map(scope)) if self.gateway.mcp is not None else None
-            if plan is not None:
-                apply_plan(data, plan)
-            agent = self.gateway.mcp.agent if plan is not None and self.gateway.mcp and plan.agent_mode else None
-            if data.get("stream") is True:
-                if agent is not None and plan is not None:
-                    frames = agent.stream(snapshot, caller, state, data, plan.filters, plan.caller)
-                    first = await anext(frames, b"")
-                else:
-                    first, frames = await pipeline.open_stream(snapshot, caller, state, data)
-                try:
-                    if await until_disconnect(receive, self._relay_stream(send, state, first, frames)):
-                        status = 499
-                finally:
-                    await frames.aclose()  # type: ignore[attr-defined]
-            else:
-                if agent is not None and plan is not None:
-                    result = await agent.complete(snapshot, caller, state, data, plan.filters, plan.caller)
-                else:
-                    result = await pipeline.chat(snapshot, caller, state, data)
-                result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
-                self._count_tokens(state, result.get("usage"))
-                await send_bytes(send, 200, orjson.dumps(result))
+            await handle(exchange)
         except GatewayError as exc:
-            status = exc.status_code
-            await send_error(send, attach_model_fields(exc, state))
+            exchange.status = exc.status_code
+            error = attach_model_fields(exc, exchange.state)
+            if render_error is None:
+                await send_error(send, error)
+            else:
+                await send_bytes(send, error.status_code, render_error(error), JSON_HEADERS)
         except ClientDisconnected:
-            status = 499
+            exchange.status = 499
         finally:
-            self._record("chat", state, status, started)
+            self._record(endpoint, exchange.state, exchange.status, started)
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve("chat", send, lambda exchange: self._chat(scope, receive, send, exchange))
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
+        data, state = await self._read(scope, receive)
+        exchange.state = state
+        caller = self._caller(scope)
+        pipeline = self.gateway.pipeline
+        snapshot = self.gateway.snapshot
+        plan = plan_for(self.gateway, caller, header_map(scope)) if self.gateway.mcp is not None else None
+        if plan is not None:
+            apply_plan(data, plan)
+        agent = self.gateway.mcp.agent if plan is not None and self.gateway.mcp and plan.agent_mode else None
+        if data.get("stream") is True:
+            if agent is not None and plan is not None:
+                frames = agent.stream(snapshot, caller, state, data, plan.filters, plan.caller)
+                first = await anext(frames, b"")
+            else:
+                first, frames = await pipeline.open_stream(snapshot, caller, state, data)
+            try:
+                if await until_disconnect(receive, self._relay_stream(send, state, first, frames)):
+                    exchange.status = 499
+            finally:
+                await frames.aclose()  # type: ignore[attr-defined]
+        else:
+            if agent is not None and plan is not None:
+                result = await agent.complete(snapshot, caller, state, data, plan.filters, plan.caller)
+            else:
+                result = await pipeline.chat(snapshot, caller, state, data)
+            result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
+            self._count_tokens(state, result.get("usage"))
+            await send_bytes(send, 200, orjson.dumps(result))
 
     async def _relay_stream(self, send: Send, state: Attempted, first: bytes, frames: AsyncIterator[bytes]) -> None:
         extra = state.extra_fields()
@@ -159,25 +185,18 @@ class OpenAIEndpoints:
         return b"".join(out)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        state: Attempted | None = None
-        status = 200
-        try:
-            data, state = await self._read(scope, receive)
-            caller = self._caller(scope)
-            if "input" not in data:
-                raise BadRequest("input is required", param="input")
-            result = await self.gateway.pipeline.embeddings(self.gateway.snapshot, caller, state, data)
-            result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
-            self._count_tokens(state, result.get("usage"))
-            await send_bytes(send, 200, orjson.dumps(result))
-        except GatewayError as exc:
-            status = exc.status_code
-            await send_error(send, attach_model_fields(exc, state))
-        except ClientDisconnected:
-            status = 499
-        finally:
-            self._record("embeddings", state, status, started)
+        await self._serve("embeddings", send, lambda exchange: self._embeddings(scope, receive, send, exchange))
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
+        data, state = await self._read(scope, receive)
+        exchange.state = state
+        caller = self._caller(scope)
+        if "input" not in data:
+            raise BadRequest("input is required", param="input")
+        result = await self.gateway.pipeline.embeddings(self.gateway.snapshot, caller, state, data)
+        result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
+        self._count_tokens(state, result.get("usage"))
+        await send_bytes(send, 200, orjson.dumps(result))
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
