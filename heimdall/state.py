@@ -17,6 +17,7 @@ from typing import Any
 
 from heimdall.governance.virtual_keys import VirtualKeyRuntime, build_virtual_keys
 from heimdall.llm.catalog import ProviderRuntime, build_providers
+from heimdall.oauth.oidc import sealing
 from heimdall.oauth.settings import PerUserOAuthConfig
 from heimdall.store import repos
 from heimdall.store.repos import Store
@@ -76,7 +77,7 @@ class SnapshotHolder:
                 per_user = await repos.get_setting(session, repos.PER_USER_OAUTH_KEY, {}) or {}
             self.current = Snapshot(
                 version=version,
-                per_user_oauth=PerUserOAuthConfig.model_validate(per_user),
+                per_user_oauth=PerUserOAuthConfig.model_validate(sealing.unseal(self.store.box, per_user)),
                 providers=build_providers(self.store.box, providers, keys),
                 virtual_keys_by_hash=build_virtual_keys(vks),
                 client=ClientSettings(

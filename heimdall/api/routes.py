@@ -5,8 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from heimdall.api import config_routes, inference_docs, mcp_clients, oauth_routes, providers, virtual_keys
+from heimdall.api import (
+    config_routes,
+    inference_docs,
+    mcp_clients,
+    oauth_routes,
+    oauth_server_routes,
+    providers,
+    virtual_keys,
+)
 from heimdall.api.deps import GatewayDep
+from heimdall.oauth.oidc import routes as oidc_routes
+from heimdall.oauth.per_user import routes as per_user_routes
 
 
 def build_api_router() -> APIRouter:
@@ -26,4 +36,7 @@ def build_api_router() -> APIRouter:
     router.include_router(config_routes.router)
     router.include_router(inference_docs.router)
     router.include_router(oauth_routes.router)
+    router.include_router(oauth_server_routes.router)
+    router.include_router(oidc_routes.router)
+    router.include_router(per_user_routes.router)
     return router

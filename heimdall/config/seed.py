@@ -16,6 +16,7 @@ from heimdall.config.loader import resolve_env
 from heimdall.config.model import GatewayConfig, ProviderKeyConfig, VirtualKeyConfig, key_id_for, provider_kind
 from heimdall.crypto import SecretBox
 from heimdall.mcp.seed import seed_mcp
+from heimdall.oauth.oidc import sealing
 from heimdall.store import repos
 from heimdall.store.models import VirtualKeyRow
 
@@ -92,7 +93,8 @@ async def seed_store(session: AsyncSession, box: SecretBox, config: GatewayConfi
             report.generated_virtual_keys[vk.name] = generated
         report.virtual_keys += 1
     if "per_user_oauth" in config.model_fields_set:
-        await repos.set_setting(session, repos.PER_USER_OAUTH_KEY, config.per_user_oauth.model_dump(exclude_none=True))
+        per_user = sealing.seal(box, config.per_user_oauth.model_dump(exclude_none=True))
+        await repos.set_setting(session, repos.PER_USER_OAUTH_KEY, per_user)
     if "client" in config.model_fields_set:
         await repos.set_setting(session, repos.CLIENT_CONFIG_KEY, config.client.model_dump(exclude_none=True))
     report.warnings.extend((await seed_mcp(session, box, config)).warnings)
