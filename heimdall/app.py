@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from heimdall import __version__
 from heimdall.api import errors as api_errors
+from heimdall.api.oauth_routes import callback_handlers
 from heimdall.api.routes import build_api_router
 from heimdall.asgi import ASGIApp, Receive, Scope, Send
 from heimdall.config.loader import load_config_file
@@ -25,6 +27,9 @@ from heimdall.mcp.endpoint import MCPEndpoint
 from heimdall.mcp.llm_bridge import ToolExecuteEndpoint
 from heimdall.mcp.service import MCPService
 from heimdall.metrics import Metrics
+from heimdall.oauth.per_user import PerUserCredentials, per_user_callback, sweep_upstream_logins
+from heimdall.oauth.server.pages import STATIC_DIR, STATIC_PATH
+from heimdall.oauth.server.sweeper import Sweeper
 from heimdall.oauth.upstream.tokens import BackgroundRefresher, ServerTokenCredentials, UpstreamTokens
 from heimdall.settings import Settings
 from heimdall.state import SnapshotHolder
@@ -101,6 +106,7 @@ async def open_gateway(settings: Settings) -> Gateway:
     mcp = MCPService(store, box, pipeline, __version__)
     tokens = UpstreamTokens(store)
     mcp.credentials.register("oauth", ServerTokenCredentials(tokens))
+    mcp.credentials.register("per_user_oauth", PerUserCredentials(gateway))
     gateway.mcp = mcp
     gateway.upstream_tokens = tokens
     gateway.token_refresher = BackgroundRefresher(tokens)
@@ -170,6 +176,10 @@ def create_app(settings: Settings) -> HotPathRouter:
                     await gateway.mcp.reload_specs()
                 if gateway.token_refresher is not None:
                     gateway.token_refresher.start()
+                sweeper = Sweeper(gateway)
+                sweeper.add_job("upstream_logins", sweep_upstream_logins)
+                sweeper.start()
+                stack.push_async_callback(sweeper.stop)
                 gateway.snapshots.start()
                 log.info("Heimdall %s listening on %s", __version__, settings.base_url)
                 yield
@@ -183,7 +193,9 @@ def create_app(settings: Settings) -> HotPathRouter:
         lifespan=lifespan,
     )
     api_errors.install(api)
+    callback_handlers(api).insert(0, per_user_callback)
     api.include_router(build_api_router())
+    api.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     router = HotPathRouter(api)
     return router
 

@@ -145,7 +145,9 @@ async def start(gateway: Gateway, params: list[tuple[str, str]]) -> StartedFlow:
         supported = " ".join(gateway.snapshot.per_user_oauth.scopes_supported)
         raise fail("invalid_scope", f"scope must be a subset of: {supported}")
     resource = values.get("resource")
-    if resource is not None and (len(resource) > MAX_RESOURCE or not urls.same_resource(resource, urls.resource_url(gateway))):
+    if resource is not None and (
+        len(resource) > MAX_RESOURCE or not urls.same_resource(resource, urls.resource_url(gateway))
+    ):
         raise fail("invalid_target", f"resource must be {urls.resource_url(gateway)}")
 
     config = gateway.snapshot.per_user_oauth

@@ -17,6 +17,8 @@ Scopes (RFC 6750 §3.1 ``insufficient_scope`` → 403):
 no scope               session lifecycle: ``initialize``, ``ping``, ``logging/setLevel``,
                        ``notifications/*``, JSON-RPC responses, and GET (stream) / DELETE
 =====================  ======================================================================
+
+``mcp:write`` includes ``mcp:read``: a client that may use tools may also list them.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "").replace('"', "'") + '"'
 
 
-def challenge(gateway: Gateway, *, error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+def challenge(
+    gateway: Gateway, *, error: str | None = None, description: str | None = None, scope: str | None = None
+) -> str:
     """An RFC 6750 §3 ``WWW-Authenticate`` value pointing at our RFC 9728 metadata (RFC 9728 §5.1)."""
     params: list[str] = []
     if error:
@@ -181,7 +185,10 @@ def required_scopes(body: bytes) -> set[str]:
 
 def check_scopes(gateway: Gateway, identity: BearerIdentity, body: bytes) -> None:
     """Raises BearerRejected(403 ``insufficient_scope``) when the token lacks a scope the request needs."""
-    missing = required_scopes(body) - identity.grant.scopes
+    held = set(identity.grant.scopes)
+    if SCOPE_WRITE in held:
+        held.add(SCOPE_READ)  # using includes seeing what can be used
+    missing = required_scopes(body) - held
     if not missing:
         return
     wanted = [s for s in scopes_supported(gateway) if s in identity.grant.scopes | missing]

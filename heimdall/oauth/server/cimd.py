@@ -132,7 +132,7 @@ async def fetch_document(
     url: str,
     *,
     allow_private: bool,
-    timeout: float = FETCH_TIMEOUT,
+    time_limit: float = FETCH_TIMEOUT,
     max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> dict[str, Any]:
     """GET the metadata document at ``url`` under the rules of this module.
@@ -144,7 +144,7 @@ async def fetch_document(
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(time_limit):
             addresses = await resolve(host, port)
             if not allow_private and not all(is_public_address(a) for a in addresses):
                 raise CIMDError(f"{host} resolves to a private, loopback or otherwise non-public address")
@@ -158,7 +158,7 @@ async def fetch_document(
                 "User-Agent": f"Heimdall/{__version__}",
             }
             async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False) as client,
+                httpx.AsyncClient(timeout=httpx.Timeout(time_limit), follow_redirects=False, trust_env=False) as client,
                 client.stream("GET", pinned, headers=headers, extensions=extensions) as response,
             ):
                 if response.is_redirect:
@@ -167,7 +167,7 @@ async def fetch_document(
                     raise CIMDError(f"fetching the client metadata document gave HTTP {response.status_code}")
                 body = await _read_limited(response, max_bytes)
     except TimeoutError:
-        raise CIMDError(f"fetching the client metadata document took longer than {timeout:g}s") from None
+        raise CIMDError(f"fetching the client metadata document took longer than {time_limit:g}s") from None
     except httpx.HTTPError as exc:
         raise CIMDError(f"fetching the client metadata document failed: {type(exc).__name__}") from None
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from heimdall.gateway import Gateway
 from heimdall.oauth.server import cimd
@@ -124,7 +125,9 @@ def parse_registration(body: bytes, scopes_supported: list[str]) -> ASClientRow:
     grant_types = _string_list(request, "grant_types", list(SUPPORTED_GRANT_TYPES))
     unsupported = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
     if unsupported or "authorization_code" not in grant_types:
-        raise _metadata_error(f"grant_types must include authorization_code and may add refresh_token; got {grant_types}")
+        raise _metadata_error(
+            f"grant_types must include authorization_code and may add refresh_token; got {grant_types}"
+        )
     response_types = _string_list(request, "response_types", ["code"])
     if response_types != ["code"]:
         raise _metadata_error('response_types must be ["code"]')
@@ -237,6 +240,12 @@ async def load_client(gateway: Gateway, client_id: str) -> Client | None:
     async with gateway.store.read() as session:
         row = await session.get(ASClientRow, client_id)
     return _client(row) if row is not None and not row.is_metadata_document else None
+
+
+async def stored_client(session: AsyncSession, client_id: str) -> Client | None:
+    """A client as stored (no metadata fetch), e.g. to name it on the consent page."""
+    row = await session.get(ASClientRow, client_id)
+    return _client(row) if row is not None else None
 
 
 async def mark_used(gateway: Gateway, client_id: str) -> None:

@@ -127,7 +127,9 @@ async def load_flow(
     return flow
 
 
-async def set_identity(session: AsyncSession, flow: ASPendingFlowRow, kind: IdentityKind | None, identity: str | None) -> None:
+async def set_identity(
+    session: AsyncSession, flow: ASPendingFlowRow, kind: IdentityKind | None, identity: str | None
+) -> None:
     """Record the identity chosen on a (loaded, browser-checked) flow; ``None`` means Skip."""
     flow.identity_kind = kind
     flow.identity = identity
@@ -234,8 +236,13 @@ async def _finish_in(session: AsyncSession, gateway: Gateway, form: FormInput) -
     session.add(grant)
     await session.flush()
     code = await tokens.create_code(
-        session, box, grant_id=grant.id, client_id=flow.client_id, redirect_uri=flow.redirect_uri,
-        code_challenge=flow.code_challenge, ttl=config.code_ttl,
+        session,
+        box,
+        grant_id=grant.id,
+        client_id=flow.client_id,
+        redirect_uri=flow.redirect_uri,
+        code_challenge=flow.code_challenge,
+        ttl=config.code_ttl,
     )
     return urls.add_query(flow.redirect_uri, {"code": code, "state": flow.state or None, "iss": urls.issuer(gateway)})
 

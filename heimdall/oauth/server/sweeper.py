@@ -34,12 +34,16 @@ def _count(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def sweep(store: Store, now: datetime | None = None, jobs: list[tuple[str, SweepJob]] | None = None) -> dict[str, int]:
+async def sweep(
+    store: Store, now: datetime | None = None, jobs: list[tuple[str, SweepJob]] | None = None
+) -> dict[str, int]:
     """One sweep; returns rows removed per kind."""
     now = now or utcnow()
     removed: dict[str, int] = {}
     async with store.transaction() as session:
-        removed["flows"] = _count(await session.execute(delete(ASPendingFlowRow).where(ASPendingFlowRow.expires_at < now)))
+        removed["flows"] = _count(
+            await session.execute(delete(ASPendingFlowRow).where(ASPendingFlowRow.expires_at < now))
+        )
         removed["codes"] = _count(await session.execute(delete(ASCodeRow).where(ASCodeRow.expires_at < now)))
         removed["tokens"] = _count(await session.execute(delete(ASTokenRow).where(ASTokenRow.expires_at < now)))
         ended = or_(ASGrantRow.revoked_at.is_not(None), ASGrantRow.expires_at < now)

@@ -71,7 +71,13 @@ def _expired(value: datetime | None, now: datetime) -> bool:
 
 
 async def create_code(
-    session: AsyncSession, box: SecretBox, *, grant_id: str, client_id: str, redirect_uri: str, code_challenge: str,
+    session: AsyncSession,
+    box: SecretBox,
+    *,
+    grant_id: str,
+    client_id: str,
+    redirect_uri: str,
+    code_challenge: str,
     ttl: int,
 ) -> str:
     """Store a new authorization code for a grant; returns the code (only its hash is kept)."""
@@ -114,12 +120,22 @@ async def _issue(
     session.add_all(
         [
             ASTokenRow(
-                token_hash=box.lookup_hash(access), grant_id=grant.id, kind=ACCESS, scope=access_scope,
-                audience=audience, used=False, expires_at=access_expires_at,
+                token_hash=box.lookup_hash(access),
+                grant_id=grant.id,
+                kind=ACCESS,
+                scope=access_scope,
+                audience=audience,
+                used=False,
+                expires_at=access_expires_at,
             ),
             ASTokenRow(
-                token_hash=box.lookup_hash(refresh), grant_id=grant.id, kind=REFRESH, scope=grant.scope,
-                audience=audience, used=False, expires_at=refresh_expires_at,
+                token_hash=box.lookup_hash(refresh),
+                grant_id=grant.id,
+                kind=REFRESH,
+                scope=grant.scope,
+                audience=audience,
+                used=False,
+                expires_at=refresh_expires_at,
             ),
         ]
     )
@@ -209,28 +225,32 @@ async def exchange_code(gateway: Gateway, params: dict[str, str]) -> TokenSet:
 
 
 async def _refresh(session: AsyncSession, gateway: Gateway, params: dict[str, str]) -> Outcome:
+    """Rotate a refresh token. Errors that must leave no trace are raised (the transaction rolls back);
+    a replay is returned, so that the grant's revocation is committed."""
     key = gateway.box.lookup_hash(params["refresh_token"])
+    # Claim first: the write serializes concurrent refreshes of one token on SQLite and PostgreSQL alike.
+    claimed = await _claim(session, ASTokenRow, key)
     row = await session.get(ASTokenRow, key)
     if row is None or row.kind != REFRESH:
-        return OAuthError("invalid_grant", "Invalid refresh token"), None
-    grant = await session.get(ASGrantRow, row.grant_id, with_for_update=True)
+        raise OAuthError("invalid_grant", "Invalid refresh token")
+    grant = await session.get(ASGrantRow, row.grant_id)
     if grant is None or grant.revoked_at is not None:
-        return OAuthError("invalid_grant", "The authorization grant has been revoked"), None
+        raise OAuthError("invalid_grant", "The authorization grant has been revoked")
     if not hmac.compare_digest(params["client_id"].encode(), grant.client_id.encode()):
-        return OAuthError("invalid_grant", "client_id mismatch"), None
+        raise OAuthError("invalid_grant", "client_id mismatch")
     now = utcnow()
     if _expired(row.expires_at, now):
-        return OAuthError("invalid_grant", "Refresh token expired"), None
-    if not await _claim(session, ASTokenRow, key):
-        await revoke_grant(session, grant.id, "refresh token reused")
-        return OAuthError("invalid_grant", "Refresh token reuse detected; the grant has been revoked"), grant.id
+        raise OAuthError("invalid_grant", "Refresh token expired")
     scope = grant.scope
     requested = params.get("scope")
     if requested:
         wanted = list(dict.fromkeys(requested.split()))
         if any(s not in grant.scope.split() for s in wanted):
-            return OAuthError("invalid_scope", "the requested scope exceeds the grant's scope"), None
+            raise OAuthError("invalid_scope", "the requested scope exceeds the grant's scope")
         scope = " ".join(wanted)
+    if not claimed:
+        await revoke_grant(session, grant.id, "refresh token reused")
+        return OAuthError("invalid_grant", "Refresh token reuse detected; the grant has been revoked"), grant.id
     refresh_expires_at = as_utc(row.expires_at) or now + timedelta(
         seconds=gateway.snapshot.per_user_oauth.refresh_token_ttl
     )
