@@ -179,7 +179,7 @@ class OAuthUserAttemptRow(Timestamps, Base):
     #: Keyed hash of the per-attempt cookie that binds the callback to the browser that started it (W12).
     browser_binding_hash: Mapped[str] = mapped_column(String(64))
     flow_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    #: pending | authorized | failed | expired
+    #: pending | exchanging (the code is being redeemed) | authorized | failed | expired
     status: Mapped[str] = mapped_column(String(16), default="pending")
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
