@@ -27,7 +27,10 @@ from heimdall.mcp.endpoint import MCPEndpoint
 from heimdall.mcp.llm_bridge import ToolExecuteEndpoint
 from heimdall.mcp.service import MCPService
 from heimdall.metrics import Metrics
+from heimdall.oauth.oidc.attempts import sweep_expired as sweep_oidc_attempts
+from heimdall.oauth.oidc.routes import install_login_hook
 from heimdall.oauth.per_user import PerUserCredentials, per_user_callback, sweep_upstream_logins
+from heimdall.oauth.per_user.pages import sign_in_connections_page
 from heimdall.oauth.server.pages import STATIC_DIR, STATIC_PATH
 from heimdall.oauth.server.sweeper import Sweeper
 from heimdall.oauth.upstream.tokens import BackgroundRefresher, ServerTokenCredentials, UpstreamTokens
@@ -178,6 +181,7 @@ def create_app(settings: Settings) -> HotPathRouter:
                     gateway.token_refresher.start()
                 sweeper = Sweeper(gateway)
                 sweeper.add_job("upstream_logins", sweep_upstream_logins)
+                sweeper.add_job("oidc_attempts", sweep_oidc_attempts)
                 sweeper.start()
                 stack.push_async_callback(sweeper.stop)
                 gateway.snapshots.start()
@@ -194,6 +198,7 @@ def create_app(settings: Settings) -> HotPathRouter:
     )
     api_errors.install(api)
     callback_handlers(api).insert(0, per_user_callback)
+    install_login_hook(api, sign_in_connections_page)
     api.include_router(build_api_router())
     api.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     router = HotPathRouter(api)

@@ -45,6 +45,7 @@ from heimdall.gateway import Gateway
 from heimdall.mcp.config import MCPClientConfig, OAuthSettings
 from heimdall.mcp.runtime import ClientState, MCPClientSpec, UpstreamUnavailableError
 from heimdall.mcp.specs import build_spec
+from heimdall.oauth.per_user.grants import revoke_client_grants
 from heimdall.oauth.upstream import flow, records
 from heimdall.oauth.upstream.revoke import discard_token, revoke_stored_token
 from heimdall.store import mcp_repos
@@ -399,6 +400,8 @@ async def update_client(client_id: str, body: MCPClientUpdate, request: Request,
 
 @router.delete("/client/{client_id}", summary="Remove an MCP client")
 async def delete_client(client_id: str, request: Request, gateway: GatewayDep) -> dict[str, str]:
+    # Every user's grant for this server is revoked upstream (best effort) before the rows cascade away.
+    await revoke_client_grants(gateway, client_id)
     async with gateway.store.transaction() as session:
         row = await mcp_repos.get_client(session, client_id)
         oauth_config_id = row.oauth_config_id if row is not None else None

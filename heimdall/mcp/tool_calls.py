@@ -32,7 +32,8 @@ class MCPAuthRequiredError(GatewayError):
             f"Authentication required for {exc.mcp_client_name}. "
             f"Open this URL to connect your account: {exc.authorize_url}"
         )
-        super().__init__(message, extra_fields={"mcp_auth_required": {**exc.payload(), "message": message}})
+        # The payload keeps the reference's own wording (§2.7); the envelope message carries the URL.
+        super().__init__(message, extra_fields={"mcp_auth_required": exc.payload()})
 
 
 def openai_tool(entry: CatalogTool) -> dict[str, Any]:

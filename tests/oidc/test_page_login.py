@@ -107,3 +107,25 @@ def test_the_callback_refuses_another_browser(http: httpx.Client, gateway_url: s
         refused = other.get(callback)
         assert refused.status_code == 400 and "started in another browser" in refused.text
         assert SESSION_COOKIE not in other.cookies
+
+
+def test_the_connections_page_signs_users_in_with_oidc(idp: FakeOIDCProvider, tmp_path: Path) -> None:
+    """The gateway's own hook: an OIDC sign-in opens the user's connected-services page as that user."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(oidc_gateway_config(idp)))
+    port = reserve_port(idp)
+    app = create_app(Settings(app_dir=tmp_path, port=port, config=config_path, admin_token=ADMIN_TOKEN))
+    server = ServerThread(app, port=port, lifespan="on").start(timeout=30)
+    try:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=15) as browser:
+            signed_out = browser.get("/oauth/connections")
+            assert signed_out.status_code == 200 and "/oauth/oidc/login?next=/oauth/connections" in signed_out.text
+            start = browser.get("/oauth/oidc/login", params={"next": "/oauth/connections"})
+            approved = browser.get(start.headers["location"] + "&user=" + ALICE)
+            done = browser.get(approved.headers["location"])
+            assert done.status_code == 302 and done.headers["location"] == "/oauth/connections"
+            page = browser.get("/oauth/connections")
+            assert page.status_code == 200
+            assert ALICE in page.text
+    finally:
+        server.stop()

@@ -23,6 +23,7 @@ from heimdall.api.deps import GatewayDep
 from heimdall.gateway import Gateway
 from heimdall.oauth.per_user import grants, handoffs, portal
 from heimdall.oauth.per_user.connections import connect_link, services_for
+from heimdall.oauth.oidc.client import AuthenticatedUser
 from heimdall.oauth.per_user.identity import Identity, describe
 from heimdall.oauth.server import pages as ui
 from heimdall.oauth.server.bearer import virtual_key_by_id
@@ -128,6 +129,7 @@ async def connect_continue(handoff_id: str, request: Request, gateway: GatewayDe
 
 
 def _sign_in_page(gateway: Gateway, request: Request, error: str | None = None, status_code: int = 200) -> Response:
+    oidc = gateway.snapshot.per_user_oauth.oidc
     pre = request.cookies.get(portal.PRE_SESSION_COOKIE)
     if not handoffs.valid_secret(pre):
         pre = secrets.token_urlsafe(32)
@@ -138,6 +140,8 @@ def _sign_in_page(gateway: Gateway, request: Request, error: str | None = None, 
         error=error,
         sign_in_action=SIGN_IN_PATH,
         csrf_token=portal.sign_in_csrf(gateway, pre),
+        oidc_name=oidc.display_name if oidc is not None else None,
+        oidc_url="/oauth/oidc/login?next=/oauth/connections",
     )
     portal.set_pre_session(response, gateway, pre)
     return response
@@ -279,3 +283,9 @@ async def connect(request: Request, gateway: GatewayDep) -> Response:
             flow_id=None,
         )
     return _see_other(link)
+
+
+async def sign_in_connections_page(request: Request, response: Response, user: AuthenticatedUser) -> None:
+    """OIDC sign-in for the connections page: the signed-in user id becomes the page's identity."""
+    gateway: Gateway = request.app.state.gateway
+    portal.set_session(response, gateway, Identity("user", user.user_id))
