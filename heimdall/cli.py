@@ -113,6 +113,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.log_level.lower() != "debug":
+        # httpx2 logs every upstream request and the MCP SDK every session at INFO: per-call noise on the hot path.
+        for noisy in ("httpx2", "httpx", "mcp"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if settings.config is not None:
         from heimdall.config.loader import ConfigError, load_config_file
 

@@ -29,7 +29,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 from heimdall.mcp.runtime import ClientState, CredentialResolver, MCPClientSpec, UpstreamUnavailableError
-from heimdall.mcp.transports import REQUEST_AUTH, RequestAuth, UpstreamTimings, open_session, wire
+from heimdall.mcp.transports import REQUEST_AUTH, DirectTarget, RequestAuth, UpstreamTimings, open_session, wire
 from heimdall.mcp.upstream_errors import ConnectionLost, describe_error, is_failure, is_transient, report_crash
 
 __all__ = ["DiscoveredCatalog", "SharedConnection", "UpstreamCatalog", "fetch_catalog"]
@@ -161,6 +161,7 @@ class SharedConnection:
         self._on_change = on_change
         self._own = RequestAuth(spec, None)
         self._session: ClientSession | None = None
+        self._direct: DirectTarget | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -223,6 +224,20 @@ class SharedConnection:
             raise UpstreamUnavailableError(f"{self.spec.name} is not connected: {self.unavailable_reason()}")
         return self._session
 
+    @property
+    def direct(self) -> DirectTarget | None:
+        """Where requests can be POSTed into the live session directly (streamable HTTP only; see ``direct.py``)."""
+        return self._direct if self.available else None
+
+    def list_changed(self) -> None:
+        """The upstream announced a list change outside the SDK session (on a direct request's stream)."""
+        self._list_changed.set()
+
+    def transport_failed(self) -> None:
+        """A direct request could not reach the upstream: treat it as the SDK transport's failure would be."""
+        if self.available:
+            self._upstream_closed()
+
     def unavailable_reason(self) -> str:
         if self.health.reason:
             return self.health.reason
@@ -252,6 +267,7 @@ class SharedConnection:
                 await self._failed(exc, was_connected)
             finally:
                 self._session = None
+                self._direct = None
             if self._stopping:
                 break
             if was_connected:
@@ -300,6 +316,7 @@ class SharedConnection:
             health.state, health.reason, health.retry_count, health.next_retry = ClientState.CONNECTED, None, 0, None
             health.server_info = opened.initialize.server_info
             self._session = session
+            self._direct = opened.direct
             self._settled.set()
             log.info("MCP client %s connected (%d tools)", self.spec.name, len(catalog.tools))
             await self._adopt(catalog, force=True)

@@ -22,6 +22,7 @@ from mcp.client.session import ClientSession
 from pydantic import BaseModel
 
 from heimdall.mcp.connection import DiscoveredCatalog, fetch_catalog
+from heimdall.mcp.direct import DirectClient, DirectFallback
 from heimdall.mcp.runtime import (
     Caller,
     CredentialResolver,
@@ -29,7 +30,15 @@ from heimdall.mcp.runtime import (
     MCPGatewayError,
     UpstreamUnavailableError,
 )
-from heimdall.mcp.transports import REQUEST_AUTH, RequestAuth, UpstreamTimings, acting_as, open_session, send_request
+from heimdall.mcp.transports import (
+    REQUEST_AUTH,
+    DirectTarget,
+    RequestAuth,
+    UpstreamTimings,
+    acting_as,
+    open_session,
+    send_request,
+)
 from heimdall.mcp.upstream_errors import SessionExpiredError, describe_error, is_failure, report_crash
 
 __all__ = ["UserSessionPool", "identity_key", "probe"]
@@ -67,6 +76,8 @@ class _UserSession:
         self.headers = dict(headers)
         self._on_end = on_end
         self.session: ClientSession | None = None
+        #: Where requests can be POSTed into this session directly (streamable HTTP only).
+        self.direct: DirectTarget | None = None
         self.reason: str | None = None
         self.error: Exception | None = None
         self.ready = asyncio.Event()
@@ -104,6 +115,7 @@ class _UserSession:
                 self.spec, self._credentials, self._timings, on_close=self._upstream_closed
             ) as opened:
                 self.session = opened.session
+                self.direct = opened.direct
                 if self._auth.headers is not None:
                     self.headers = dict(self._auth.headers)  # refreshed on a 401 during initialize
                 self.ready.set()
@@ -118,6 +130,7 @@ class _UserSession:
             log.info("MCP client %s: per-user session ended: %s", self.spec.name, self.reason)
         finally:
             self.session = None
+            self.direct = None
             self._ended = True
             self.ready.set()
             self._on_end(self)
@@ -136,6 +149,10 @@ class _UserSession:
         self._ended = True
         self._wake.set()
 
+    def transport_failed(self) -> None:
+        """A direct request could not reach the upstream: end this session as a failed SDK transport would."""
+        self._upstream_closed()
+
 
 @dataclass(frozen=True, slots=True)
 class _Key:
@@ -146,9 +163,10 @@ class _Key:
 class UserSessionPool:
     """Per-identity sessions to per-user upstreams, opened on first use and closed when idle."""
 
-    def __init__(self, credentials: CredentialResolver, timings: UpstreamTimings) -> None:
+    def __init__(self, credentials: CredentialResolver, timings: UpstreamTimings, direct: DirectClient) -> None:
         self._credentials = credentials
         self._timings = timings
+        self._direct = direct
         self._sessions: dict[_Key, _UserSession] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -176,16 +194,7 @@ class UserSessionPool:
             auth = RequestAuth(spec, caller, headers=dict(host.headers))
             host.in_flight += 1
             try:
-                assert host.session is not None
-                result = await send_request(
-                    host.session,
-                    request,
-                    result_type,
-                    auth,
-                    max(deadline - time.monotonic(), 0.001),
-                    budget=limit,
-                    unavailable=host.unavailable_reason,
-                )
+                result = await self._send(host, request, result_type, auth, deadline, limit)
             except SessionExpiredError:
                 host.stop()
                 if fresh or attempt:
@@ -200,6 +209,42 @@ class UserSessionPool:
                 host.adopt_headers(auth.headers)
             return result
         raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        host: _UserSession,
+        request: types.ClientRequest,
+        result_type: type[ResultT],
+        auth: RequestAuth,
+        deadline: float,
+        limit: float,
+    ) -> ResultT:
+        """Through the direct pool when the session allows it (see ``direct.py``), else through the SDK session."""
+        if host.direct is not None:
+            try:
+                return await self._direct.request(
+                    host.direct,
+                    request,
+                    result_type,
+                    auth,
+                    max(deadline - time.monotonic(), 0.001),
+                    budget=limit,
+                    unavailable=host.unavailable_reason,
+                    on_broken=host.transport_failed,
+                )
+            except DirectFallback:
+                auth.challenge = auth.error = None
+                auth.session_gone = False
+        assert host.session is not None
+        return await send_request(
+            host.session,
+            request,
+            result_type,
+            auth,
+            max(deadline - time.monotonic(), 0.001),
+            budget=limit,
+            unavailable=host.unavailable_reason,
+        )
 
     async def _session_for(
         self, spec: MCPClientSpec, caller: Caller | None, headers: dict[str, str], deadline: float, limit: float

@@ -29,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from heimdall.mcp.runtime import (
@@ -44,12 +45,18 @@ from heimdall.mcp.upstream_errors import SessionExpiredError, UpstreamProtocolEr
 __all__ = [
     "CLIENT_INFO",
     "REQUEST_AUTH",
+    "PROTOCOL_HEADERS",
     "CredentialAuth",
+    "DirectTarget",
     "OpenSession",
     "RequestAuth",
     "UpstreamTimings",
     "acting_as",
+    "caller_headers",
+    "is_challenge",
     "open_session",
+    "refresh_headers",
+    "resolve_headers",
     "send_request",
     "wire",
 ]
@@ -114,13 +121,78 @@ def acting_as(auth: RequestAuth) -> Iterator[RequestAuth]:
         REQUEST_AUTH.reset(token)
 
 
-def _is_challenge(response: httpx2.Response) -> bool:
+#: Headers the transport itself sets on every upstream request; forwarded caller headers never replace them.
+PROTOCOL_HEADERS: Final = frozenset(
+    {
+        "accept",
+        "connection",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def caller_headers(spec: MCPClientSpec, caller: Caller | None) -> dict[str, str]:
+    """``forwarded_headers`` minus the transport's own (a caller's /mcp ``mcp-session-id`` is not the upstream's)."""
+    return {
+        name: value for name, value in forwarded_headers(spec, caller).items() if name.lower() not in PROTOCOL_HEADERS
+    }
+
+
+async def resolve_headers(
+    credentials: CredentialResolver, auth: RequestAuth | None, spec: MCPClientSpec
+) -> dict[str, str] | None:
+    """The resolver's headers for ``auth``'s caller, or None when it raised (recorded on ``auth``)."""
+    caller = auth.caller if auth is not None else None
+    try:
+        return await credentials.headers_for(spec, caller)
+    except Exception as exc:
+        if auth is not None:
+            auth.error = exc
+        if not isinstance(exc, MCPGatewayError):
+            log.exception("credential lookup for MCP client %s failed", spec.name)
+        return None
+
+
+async def refresh_headers(
+    credentials: CredentialResolver, auth: RequestAuth | None, spec: MCPClientSpec, challenge: str | None
+) -> dict[str, str] | None:
+    """After a 401/403 challenge: fresh headers worth one retry, or None.
+
+    Declining still re-asks the resolver so that it can raise ``AuthRequired`` (recorded on ``auth``).
+    """
+    caller = auth.caller if auth is not None else None
+    try:
+        retry = await credentials.unauthorized(spec, caller, challenge)
+    except Exception as exc:
+        if auth is not None:
+            auth.error = exc
+        if not isinstance(exc, MCPGatewayError):
+            log.exception("refreshing the credential of MCP client %s failed", spec.name)
+        return None
+    headers = await resolve_headers(credentials, auth, spec)
+    return headers if retry else None
+
+
+def is_challenge(status: int, www_authenticate: str | None) -> bool:
     """401, or 403 with ``error="insufficient_scope"`` (RFC 6750 §3.1)."""
-    if response.status_code == 401:
+    if status == 401:
         return True
-    return response.status_code == 403 and bool(
-        _INSUFFICIENT_SCOPE.search(response.headers.get("www-authenticate", ""))
-    )
+    return status == 403 and bool(_INSUFFICIENT_SCOPE.search(www_authenticate or ""))
+
+
+def _is_challenge(response: httpx2.Response) -> bool:
+    return is_challenge(response.status_code, response.headers.get("www-authenticate"))
 
 
 class CredentialAuth(httpx2.Auth):
@@ -129,11 +201,15 @@ class CredentialAuth(httpx2.Auth):
     Never raises: an exception inside the transport's tasks would tear the whole session down, so
     resolver failures are recorded on the ``RequestAuth`` and the request goes out without them
     (the upstream then refuses it and the caller sees the recorded error).
+
+    It also remembers the ``MCP-Session-Id`` the upstream assigned (MCP 2025-11-25 transports,
+    §Session Management), so that ``direct.DirectClient`` can POST into the same session.
     """
 
     def __init__(self, spec: MCPClientSpec, credentials: CredentialResolver) -> None:
         self.spec = spec
         self.credentials = credentials
+        self.session_id: str | None = None
 
     async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         auth = REQUEST_AUTH.get()
@@ -142,10 +218,11 @@ class CredentialAuth(httpx2.Auth):
         if auth is not None and auth.headers is not None:
             headers = auth.headers
         else:
-            headers = await self._resolve(auth, spec, caller) or {}
-        request.headers.update(forwarded_headers(spec, caller))
+            headers = await resolve_headers(self.credentials, auth, spec) or {}
+        request.headers.update(caller_headers(spec, caller))
         request.headers.update(headers)
         response = yield request
+        self._note_session(response)
         if auth is not None and response.status_code == 404 and "mcp-session-id" in request.headers:
             auth.session_gone = True  # MCP 2025-11-25 transports: a 404 for a session id means start a new session
         if not _is_challenge(response):
@@ -154,43 +231,21 @@ class CredentialAuth(httpx2.Auth):
             auth.challenge = response.status_code
         if auth is not None and auth.fixed:
             return
-        fresh = await self._refresh(auth, spec, caller, response.headers.get("www-authenticate"))
+        fresh = await refresh_headers(self.credentials, auth, spec, response.headers.get("www-authenticate"))
         if fresh is None:
             return
         if auth is not None and auth.headers is not None:
             auth.headers = fresh
         request.headers.update(fresh)
         response = yield request
+        self._note_session(response)
         if auth is not None:
             auth.challenge = response.status_code if _is_challenge(response) else None
 
-    async def _resolve(
-        self, auth: RequestAuth | None, spec: MCPClientSpec, caller: Caller | None
-    ) -> dict[str, str] | None:
-        """The resolver's headers, or None when it raised (recorded on ``auth``)."""
-        try:
-            return await self.credentials.headers_for(spec, caller)
-        except Exception as exc:
-            if auth is not None:
-                auth.error = exc
-            if not isinstance(exc, MCPGatewayError):
-                log.exception("credential lookup for MCP client %s failed", spec.name)
-            return None
-
-    async def _refresh(
-        self, auth: RequestAuth | None, spec: MCPClientSpec, caller: Caller | None, challenge: str | None
-    ) -> dict[str, str] | None:
-        """Fresh headers worth a retry, or None. Declining still re-asks the resolver so it can raise AuthRequired."""
-        try:
-            retry = await self.credentials.unauthorized(spec, caller, challenge)
-        except Exception as exc:
-            if auth is not None:
-                auth.error = exc
-            if not isinstance(exc, MCPGatewayError):
-                log.exception("refreshing the credential of MCP client %s failed", spec.name)
-            return None
-        headers = await self._resolve(auth, spec, caller)
-        return headers if retry else None
+    def _note_session(self, response: httpx2.Response) -> None:
+        session_id = response.headers.get("mcp-session-id")
+        if session_id and response.status_code < 300:
+            self.session_id = session_id
 
 
 class _WatchedReadStream:
@@ -232,10 +287,13 @@ class _WatchedReadStream:
         await self._inner.aclose()
 
 
+_Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
+
+
 @contextlib.asynccontextmanager
 async def _open_streams(
     spec: MCPClientSpec, credentials: CredentialResolver, timings: UpstreamTimings
-) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]]:
+) -> AsyncIterator[tuple[_Streams, CredentialAuth | None]]:
     if spec.connection_type == "stdio":
         if spec.stdio is None:
             raise ValueError("stdio client without a command")
@@ -243,7 +301,7 @@ async def _open_streams(
             command=spec.stdio.command, args=list(spec.stdio.args), env=dict(spec.stdio.env), cwd=spec.stdio.cwd
         )
         async with stdio_client(params, errlog=sys.stderr) as streams:
-            yield streams
+            yield streams, None
         return
     if not spec.url:
         raise ValueError(f"{spec.connection_type} client without a URL")
@@ -265,19 +323,32 @@ async def _open_streams(
             httpx_client_factory=http_client,
             auth=auth,
         ) as streams:
-            yield streams
+            yield streams, None
         return
     async with (
         httpx2.AsyncClient(auth=auth, timeout=timeout) as http,
         streamable_http_client(spec.url, http_client=http) as streams,
     ):
-        yield streams
+        yield streams, auth
+
+
+@dataclass(frozen=True, slots=True)
+class DirectTarget:
+    """Where single requests can be POSTed into an SDK-opened streamable HTTP session (see ``direct.py``)."""
+
+    url: str
+    #: The upstream's ``MCP-Session-Id``; None for an upstream that does not use sessions.
+    session_id: str | None
+    #: The negotiated version, sent as ``MCP-Protocol-Version`` (MCP 2025-11-25 transports §Protocol Version Header).
+    protocol_version: str
 
 
 @dataclass(slots=True)
 class OpenSession:
     session: ClientSession
     initialize: types.InitializeResult
+    #: Set for streamable HTTP upstreams speaking a handshake-era version; None for SSE and stdio.
+    direct: DirectTarget | None = None
 
 
 @contextlib.asynccontextmanager
@@ -297,7 +368,7 @@ async def open_session(
     Raises:
         TimeoutError: ``initialize`` took longer than ``timings.connect_timeout``.
     """
-    async with _open_streams(spec, credentials, timings) as (read, write):
+    async with _open_streams(spec, credentials, timings) as ((read, write), http_auth):
         async with ClientSession(
             _WatchedReadStream(read, on_close),
             write,
@@ -307,7 +378,10 @@ async def open_session(
         ) as session:
             with anyio.fail_after(timings.connect_timeout):
                 result = await session.initialize()
-            yield OpenSession(session, result)
+            direct = None
+            if http_auth is not None and spec.url and result.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+                direct = DirectTarget(spec.url, http_auth.session_id, str(result.protocol_version))
+            yield OpenSession(session, result, direct)
 
 
 async def send_request(

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from heimdall.mcp.config import ToolManagerConfig
 from heimdall.mcp.connection import DiscoveredCatalog, SharedConnection, UpstreamCatalog
+from heimdall.mcp.direct import DirectClient, DirectFallback
 from heimdall.mcp.per_call import UserSessionPool, probe
 from heimdall.mcp.runtime import (
     Caller,
@@ -123,7 +124,8 @@ class UpstreamManager:
         self._specs: dict[str, MCPClientSpec] = {}
         self._connections: dict[str, SharedConnection] = {}
         self._discovered: dict[str, UpstreamCatalog] = {}
-        self._pool = UserSessionPool(credentials, self.timings)
+        self._direct = DirectClient(credentials)
+        self._pool = UserSessionPool(credentials, self.timings, self._direct)
         self._stopping: set[asyncio.Task[None]] = set()
         self._running = False
 
@@ -143,6 +145,7 @@ class UpstreamManager:
         await asyncio.gather(*(c.stop() for c in connections), self._pool.close(), return_exceptions=True)
         if self._stopping:
             await asyncio.wait(set(self._stopping), timeout=self.timings.close_timeout)
+        await self._direct.close()
 
     async def sync(self, specs: Sequence[MCPClientSpec]) -> None:
         """Make the connections match ``specs``: start new clients, restart changed ones, stop removed ones.
@@ -370,6 +373,22 @@ class UpstreamManager:
             session = await connection.session(max(deadline - time.monotonic(), 0))
             auth = RequestAuth(spec, caller, headers=dict(headers))
             try:
+                direct = connection.direct
+                if direct is not None:
+                    try:
+                        return await self._direct.request(
+                            direct,
+                            request,
+                            result_type,
+                            auth,
+                            max(deadline - time.monotonic(), 0.001),
+                            budget=budget,
+                            unavailable=connection.unavailable_reason,
+                            on_list_changed=connection.list_changed,
+                            on_broken=connection.transport_failed,
+                        )
+                    except DirectFallback:
+                        auth = RequestAuth(spec, caller, headers=dict(headers))
                 return await send_request(
                     session,
                     request,

@@ -21,9 +21,9 @@ from starlette.responses import RedirectResponse, Response
 
 from heimdall.api.deps import GatewayDep
 from heimdall.gateway import Gateway
+from heimdall.oauth.oidc.client import AuthenticatedUser
 from heimdall.oauth.per_user import grants, handoffs, portal
 from heimdall.oauth.per_user.connections import connect_link, services_for
-from heimdall.oauth.oidc.client import AuthenticatedUser
 from heimdall.oauth.per_user.identity import Identity, describe
 from heimdall.oauth.server import pages as ui
 from heimdall.oauth.server.bearer import virtual_key_by_id
