@@ -4,7 +4,9 @@
 per shared client (auth types ``none``, ``headers``, ``oauth``; see ``connection.py``), opens
 per-identity sessions for ``per_user_oauth`` clients on demand (``per_call.py``), and proxies
 ``tools/call``, ``prompts/get`` and ``resources/read`` verbatim. Every upstream HTTP request takes
-its headers from the injected ``CredentialResolver`` (``transports.py``).
+its headers from the injected ``CredentialResolver`` (``transports.py``). Those three requests reach
+streamable-HTTP upstreams as plain POSTs into the SDK-opened session over a keep-alive pool
+(``direct.py``); SSE and stdio upstreams, and everything else, go through the SDK's ``ClientSession``.
 
 Lifecycle (from the app's lifespan)::
 
