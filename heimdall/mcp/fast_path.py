@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final
@@ -65,15 +64,14 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTransport
 from mcp.shared.dispatcher import coerce_request_id
-from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params, handler_exception_to_error_data
 from mcp_types import methods as wire_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from heimdall.asgi import Message, Receive, Scope, Send
-from heimdall.mcp.runtime import AuthRequired, MCPGatewayError, ToolNotFoundError
-from heimdall.mcp.server import GatewayMCPServer, MCPRequest, auth_required_text, error_result
+from heimdall.mcp.server import GatewayMCPServer, MCPRequest
 
 __all__ = ["FAST_METHODS", "BufferedReceive", "FastPath"]
 
@@ -327,41 +325,12 @@ class FastPath:
                 error = types.ErrorData(code=0, message=str(exc))
             return {"error": error.model_dump(by_alias=True, mode="json", exclude_unset=True)}
 
-    # --- the handlers: keep in step with GatewayMCPServer._list_tools / _call_tool ------------------
+    # --- the handlers: the same code as the SDK path (GatewayMCPServer) -------------------------------
 
     def _list_tools(self, request: MCPRequest) -> types.ListToolsResult:
-        return types.ListToolsResult(
-            tools=[entry.tool for entry in self.server.catalog.tools(request.vk, request.filters)]
-        )
+        return self.server.list_tools_for(request)
 
     async def _call_tool(
         self, request: MCPRequest, session: ServerSession, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        server = self.server
-        try:
-            entry = server.catalog.tool(params.name, request.vk, request.filters)
-        except ToolNotFoundError:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}") from None
-        try:
-            result: types.CallToolResult = await server.upstreams.call_tool(
-                entry.spec, entry.upstream_name, dict(params.arguments or {}), request.caller, server.tool_timeout()
-            )
-            return result
-        except AuthRequired as exc:
-            capabilities = session.client_capabilities
-            if capabilities and capabilities.elicitation and capabilities.elicitation.url is not None:
-                raise UrlElicitationRequiredError(
-                    [
-                        types.ElicitRequestURLParams(
-                            message=f"Connect your {exc.mcp_client_name} account to use {params.name}.",
-                            url=exc.authorize_url,
-                            elicitation_id=exc.session_id or uuid.uuid4().hex,
-                        )
-                    ]
-                ) from None
-            return error_result(auth_required_text(exc))
-        except MCPGatewayError as exc:
-            return error_result(f"Tool execution failed: {exc.message}")
-        except Exception as exc:
-            log.exception("tool %s failed", params.name)
-            return error_result(f"Tool execution failed: {type(exc).__name__}")
+        return await self.server.call_tool(request, session, params)

@@ -54,8 +54,8 @@ def auth_required_text(exc: AuthRequired) -> str:
     return f"Authentication required for {name}. Open this URL to connect your account: {url}"
 
 
-def supports_url_elicitation(ctx: ServerRequestContext[Any, Any]) -> bool:
-    capabilities = ctx.session.client_capabilities
+def supports_url_elicitation(session: ServerSession) -> bool:
+    capabilities = session.client_capabilities
     return bool(capabilities and capabilities.elicitation and capabilities.elicitation.url is not None)
 
 
@@ -121,14 +121,21 @@ class GatewayMCPServer:
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         self._remember(ctx)
-        request = CURRENT_REQUEST.get()
-        return types.ListToolsResult(tools=[entry.tool for entry in self.catalog.tools(request.vk, request.filters)])
+        return self.list_tools_for(CURRENT_REQUEST.get())
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         self._remember(ctx)
-        request = CURRENT_REQUEST.get()
+        return await self.call_tool(CURRENT_REQUEST.get(), ctx.session, params)
+
+    def list_tools_for(self, request: MCPRequest) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[entry.tool for entry in self.catalog.tools(request.vk, request.filters)])
+
+    async def call_tool(
+        self, request: MCPRequest, session: ServerSession, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        """``tools/call`` for one caller; shared by the SDK handler and the fast path (``fast_path.py``)."""
         try:
             entry = self.catalog.tool(params.name, request.vk, request.filters)
         except ToolNotFoundError:
@@ -139,7 +146,7 @@ class GatewayMCPServer:
             )
             return result
         except AuthRequired as exc:
-            if supports_url_elicitation(ctx):
+            if supports_url_elicitation(session):
                 raise UrlElicitationRequiredError(
                     [
                         types.ElicitRequestURLParams(
