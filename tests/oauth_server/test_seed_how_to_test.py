@@ -20,7 +20,8 @@ from tests.oauth_server.helpers import gateway_config
 from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.servers import free_port
 
-SEED = Path("/work/shared/spec/seed-pr-2598.txt")
+#: The seed pull request, in the steering folder laid beside the repository (and beside CI's clone).
+SEED = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "seed-pr-2598.txt"
 HOW_TO_TEST = """\
 # 1. Configure an MCP client with per_user_oauth via Web UI
 # 2. Test MCP client connection (Claude Code, Cursor)
