@@ -4,7 +4,8 @@ One uvicorn server on 127.0.0.1 serves both roles, built from the MCP SDK's piec
 
 - ``/mcp``: an ``MCPServer`` over streamable HTTP. Without a valid token for this resource it
   answers 401 with ``WWW-Authenticate: Bearer resource_metadata="…"`` (and ``scope="…"`` when the
-  ``challenge_scope`` knob is set). Tools: ``whoami``, ``add_note``, ``list_notes`` (notes are
+  ``challenge_scope`` knob is set), and 403 ``insufficient_scope`` to a ``tools/call`` whose
+  ``tool_scopes`` scope the token lacks. Tools: ``whoami``, ``add_note``, ``list_notes`` (notes are
   kept per user, so tests can check that one user never sees another's).
 - ``/.well-known/oauth-protected-resource/mcp`` (RFC 9728) and ``/.well-known/oauth-authorization-server``
   (RFC 8414), with the SDK's ``/authorize``, ``/token``, ``/register`` (RFC 7591) and ``/revoke`` (RFC 7009).
@@ -87,6 +88,11 @@ class UpstreamKnobs:
     form_encoded_tokens: bool = False
     #: Add RFC 9207 ``iss`` to the authorization response.
     send_iss: bool = True
+    #: Tool name → the scope its ``tools/call`` needs; a token without it gets 403 ``insufficient_scope``
+    #: with ``scope="<that scope>"`` (MCP step-up authorization, RFC 6750 §3.1).
+    tool_scopes: dict[str, str] = field(default_factory=dict)
+    #: Grant exactly these space-separated scopes at login, whatever was asked for.
+    grant_scope: str | None = None
 
 
 @dataclass
@@ -152,7 +158,11 @@ class InMemoryAuthServer(OAuthAuthorizationServerProvider[AuthorizationCode, Ref
         client = self.clients[client_id]
         code = AuthorizationCode(
             code=secrets.token_urlsafe(24),
-            scopes=params.scopes or (client.scope or "").split(),
+            scopes=(
+                self.knobs.grant_scope.split()
+                if self.knobs.grant_scope is not None
+                else params.scopes or (client.scope or "").split()
+            ),
             expires_at=time.time() + 300,
             client_id=client_id,
             code_challenge=params.code_challenge,
@@ -390,7 +400,55 @@ class BearerGuard:
             await response(scope, receive, send)
             return
         scope["user"] = AuthenticatedUser(access)
+        if upstream.knobs.tool_scopes and scope.get("method") == "POST":
+            replay = await self._check_tool_scope(scope, receive, send, access)
+            if replay is None:
+                return
+            receive = replay
         await self.app(scope, receive, send)
+
+    async def _check_tool_scope(
+        self, scope: Scope, receive: Receive, send: Send, access: AccessToken
+    ) -> Receive | None:
+        """Answer 403 ``insufficient_scope`` to a ``tools/call`` the token lacks the scope for (None),
+        else hand back a ``receive`` that replays the body already read."""
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = {}
+        call = isinstance(request, dict) and request.get("method") == "tools/call"
+        name = str((request.get("params") or {}).get("name", "")) if call else ""
+        needed = self.upstream.knobs.tool_scopes.get(name)
+        if needed is not None and needed not in access.scopes:
+            challenge = (
+                f'Bearer error="insufficient_scope", scope="{needed}", '
+                f'resource_metadata="{self.upstream.url}/.well-known/oauth-protected-resource/mcp", '
+                'error_description="this tool needs more access"'
+            )
+            response = JSONResponse(
+                {"error": "insufficient_scope", "error_description": "this tool needs more access"},
+                status_code=403,
+                headers={"WWW-Authenticate": challenge},
+            )
+            await response(scope, receive, send)
+            return None
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # e.g. http.disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
 
 def _build_mcp_server(upstream: OAuthMCPUpstream) -> MCPServer:

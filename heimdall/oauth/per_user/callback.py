@@ -9,7 +9,8 @@ returns None and the next handler gets a turn). Then, in order:
 3. the attempt is claimed once (single use) and must be unexpired;
 4. RFC 9207: an ``iss`` that is not the template's issuer is a mix-up attempt;
 5. the code is redeemed with the pinned redirect URI (W9), the PKCE verifier and the template's
-   client authentication and ``resource``; the identity's row is upserted (W18).
+   client authentication and ``resource``; the identity's row is upserted (W18) with the granted
+   scopes (else the requested ones: a step-up's wider scopes, else the template's).
 
 Then a consent flow's login returns to its services page; any other shows "You can close this tab."
 Codes and tokens never reach a log line or a page.
@@ -32,7 +33,7 @@ from heimdall.oauth.per_user import handoffs, tokens
 from heimdall.oauth.per_user.identity import Identity, parse_kind
 from heimdall.oauth.per_user.locks import locks_for
 from heimdall.oauth.server import pages
-from heimdall.oauth.upstream import records
+from heimdall.oauth.upstream import records, step_up
 from heimdall.oauth.upstream.discovery import issuers_match
 from heimdall.oauth.upstream.token_endpoint import TokenEndpointError, exchange_code
 from heimdall.store.mcp_models import OAuthConfigRow
@@ -153,6 +154,7 @@ async def _complete(gateway: Gateway, attempt: OAuthUserAttemptRow, params: Call
         await _fail(gateway, attempt.id)
         log.warning("per-user login %s: code exchange failed: %s", attempt.id, exc)
         return failure_page(f"The service did not accept the login: {exc}", status_code=502)
+    step = handoffs.attempt_step_up(attempt)
     await tokens.save_login(
         gateway.store,
         locks_for(gateway),
@@ -160,7 +162,9 @@ async def _complete(gateway: Gateway, attempt: OAuthUserAttemptRow, params: Call
         oauth_config_id=template.id,
         identity=Identity(kind, attempt.identity),
         tokens=response,
-        scopes=list(template.scopes or ()),
+        scopes=list(step.scopes if step is not None else template.scopes or ()),
+        # Keeps the step-up count with the new grant, so that the bound holds across logins.
+        status_reason=step_up.describe(step) if step is not None else None,
     )
     await _set_status(gateway, attempt.id, "authorized", only_from="exchanging")
     log.info("per-user login %s: %s connected for a %s identity", attempt.id, attempt.mcp_client_id, kind)

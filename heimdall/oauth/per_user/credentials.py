@@ -11,6 +11,8 @@
       └─ no row / needs_reauth ─────────────────────┴──▶ AuthRequired(<base>/oauth/connect/<handoff>)
 
     unauthorized(spec, caller, challenge)   the upstream rejected the token
+      ├─ 403 insufficient_scope ──▶ step-up: needs_reauth for token scopes ∪ challenge scopes
+      │        (at most STEP_UP_LIMIT times per grant, only when that adds a scope) and False
       └─ forced refresh by row id: True with a new token; else needs_reauth and False, so that
          the next headers_for raises AuthRequired (lazy auth, never vanished tools)
 
@@ -34,7 +36,7 @@ from heimdall.mcp.runtime import AuthRequired, Caller, CredentialUnavailable, MC
 from heimdall.oauth.per_user import handoffs, tokens
 from heimdall.oauth.per_user.identity import Identity, identity_of
 from heimdall.oauth.per_user.locks import locks_for
-from heimdall.oauth.upstream import records
+from heimdall.oauth.upstream import records, step_up
 from heimdall.oauth.upstream.discovery import bearer_challenge
 from heimdall.oauth.upstream.locking import RefreshLockTimeout
 from heimdall.oauth.upstream.token_endpoint import TokenEndpointError
@@ -103,14 +105,14 @@ class PerUserCredentials:
     async def unauthorized(self, spec: MCPClientSpec, caller: Caller | None, www_authenticate: str | None) -> bool:
         """The upstream rejected the caller's token: force a refresh; True when a new token was obtained.
 
-        A 403 ``insufficient_scope`` is not fixed by a refresh, nor by a login with the same scopes:
-        the call fails and the row stays as it is.
+        A 403 ``insufficient_scope`` is not fixed by a refresh: see ``_step_up``.
         """
         identity = identity_of(caller)
         if identity is None:
             return False
         challenge = bearer_challenge(www_authenticate)
         if challenge is not None and challenge.error == "insufficient_scope":
+            await self._step_up(spec, identity, challenge.scopes)
             return False
         async with self.gateway.store.read() as session:
             row = await tokens.find(session, spec.id, identity)
@@ -126,6 +128,46 @@ class PerUserCredentials:
         return fresh is not None and _digest(fresh) != stale
 
     # -- internals ---------------------------------------------------------------------------------------------
+
+    async def _step_up(self, spec: MCPClientSpec, identity: Identity, requested: tuple[str, ...] | None) -> bool:
+        """Offer a login with wider scopes (MCP authorization 2025-11-25, step-up; RFC 6750 §3.1).
+
+        The wanted scopes are the token's (else the template's) plus the challenge's ``scope``. When
+        they add something and the grant has been stepped up fewer than ``STEP_UP_LIMIT`` times, the
+        row becomes ``needs_reauth`` with them recorded (``step_up.describe``): the next ``headers_for``
+        raises AuthRequired and its login asks for them. Otherwise the call fails with the upstream's error.
+        Returns True when a login was offered.
+        """
+        async with self.gateway.store.read() as session:
+            row = await tokens.find(session, spec.id, identity)
+            row_id = row.id if row is not None else None
+        if row_id is None:
+            return False
+        try:
+            async with locks_for(self.gateway).locked(OAuthUserTokenRow, row_id) as (session, row):
+                if row is None or row.status != tokens.ACTIVE:
+                    return False  # another call already offered the login (or a refresh failed for good)
+                template = await session.get(OAuthConfigRow, row.oauth_config_id) if row.oauth_config_id else None
+                current = row.scopes or (template.scopes if template is not None else None) or ()
+                wanted = step_up.widened(current, requested)
+                previous = step_up.parse(row.status_reason)
+                count = previous.count if previous is not None else 0
+                reason = step_up.describe(step_up.StepUp(scopes=wanted, count=count + 1)) if wanted else ""
+                if wanted is None or count >= step_up.STEP_UP_LIMIT or len(reason) > tokens.REASON_MAX:
+                    log.info(
+                        "%s: the upstream wants scope %s; no new login is offered (%d step-ups so far)",
+                        spec.name,
+                        " ".join(requested or ()) or "(unnamed)",
+                        count,
+                    )
+                    return False
+                tokens.mark_needs_reauth(row, reason)
+        except RefreshLockTimeout as exc:
+            log.warning("%s: could not record the upstream's wider scope: %s", spec.name, exc)
+            return False
+        self._issued.pop(row_id, None)
+        log.info("%s: a per-user token needs a new login: %s", spec.name, reason)
+        return True
 
     def _identity(self, spec: MCPClientSpec, caller: Caller | None) -> Identity:
         if caller is None:

@@ -10,7 +10,8 @@
                        link previews are harmless); sets a page cookie the CSRF token is bound to
     POST (CSRF) ──▶ begin_login(): handoff consumed atomically ──▶ oauth_user_attempts row:
                        hash(state), PKCE verifier (encrypted), redirect_uri pinned (W9),
-                       hash(browser binding), flow_ttl
+                       hash(browser binding), flow_ttl, and in ``extra`` the wider scopes of a
+                       pending step-up (the identity's row is needs_reauth for them, see step_up)
                   ──▶ cookie __heimdall_upstream_attempt=<binding> (Path=/api/oauth/callback)
                   ──▶ 302 upstream authorize URL (template's own query kept, W26; scope, resource, S256)
 
@@ -26,15 +27,18 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from heimdall.gateway import Gateway
+from heimdall.oauth.per_user import tokens
 from heimdall.oauth.per_user.identity import Identity, describe, parse_kind, still_valid
-from heimdall.oauth.upstream import records
+from heimdall.oauth.upstream import records, step_up
 from heimdall.oauth.upstream.flow import build_authorize_url, callback_url
 from heimdall.oauth.upstream.pkce import new_state, new_verifier, s256_challenge
+from heimdall.oauth.upstream.step_up import StepUp
 from heimdall.store.mcp_models import MCPClientRow, OAuthConfigRow
 from heimdall.store.per_user_models import OAuthHandoffRow, OAuthUserAttemptRow
 
@@ -206,6 +210,7 @@ async def begin_login(gateway: Gateway, handoff_id: str) -> LoginStart:
         if not still_valid(gateway, identity):
             raise HandoffError(IDENTITY_GONE)
         client, template = await _client(session, row.mcp_client_id)
+        step = await _pending_step_up(session, client.id, identity)
         state, verifier, binding = new_state(), new_verifier(), secrets.token_urlsafe(32)
         redirect_uri = callback_url(gateway.settings.base_url)
         attempt = OAuthUserAttemptRow(
@@ -220,13 +225,42 @@ async def begin_login(gateway: Gateway, handoff_id: str) -> LoginStart:
             browser_binding_hash=binding_hash(gateway, binding),
             flow_id=row.flow_id,
             status="pending",
+            extra=attempt_extra(step),
             expires_at=records.utcnow() + timedelta(seconds=ttl),
         )
         attempt.code_verifier_encrypted = box.encrypt(verifier, context=verifier_context(attempt.id))
         session.add(attempt)
         upstream = records.upstream_client(box, template)
-    url = build_authorize_url(upstream, state=state, code_challenge=s256_challenge(verifier), redirect_uri=redirect_uri)
+    url = build_authorize_url(
+        upstream,
+        state=state,
+        code_challenge=s256_challenge(verifier),
+        redirect_uri=redirect_uri,
+        scopes=step.scopes if step is not None else None,
+    )
     return LoginStart(authorize_url=url, binding=binding, max_age=ttl)
+
+
+async def _pending_step_up(session: AsyncSession, mcp_client_id: str, identity: Identity) -> StepUp | None:
+    """The wider scopes the identity's token waits for (its row is ``needs_reauth`` after a step-up)."""
+    token = await tokens.find(session, mcp_client_id, identity)
+    if token is None or token.status != tokens.NEEDS_REAUTH:
+        return None
+    return step_up.parse(token.status_reason)
+
+
+def attempt_extra(step: StepUp | None) -> dict[str, Any] | None:
+    """What an attempt remembers of a step-up: ``{"scopes": [...], "step_up": <n>}``."""
+    return None if step is None else {"scopes": list(step.scopes), "step_up": step.count}
+
+
+def attempt_step_up(attempt: OAuthUserAttemptRow) -> StepUp | None:
+    """The step-up an attempt asked for (``attempt_extra``), if any."""
+    extra = attempt.extra or {}
+    scopes, count = extra.get("scopes"), extra.get("step_up")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes) or not isinstance(count, int):
+        return None
+    return StepUp(scopes=tuple(scopes), count=count)
 
 
 def verifier_context(attempt_id: str) -> str:

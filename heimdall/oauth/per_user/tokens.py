@@ -66,9 +66,13 @@ def expires_within(row: OAuthUserTokenRow, seconds: float, now: datetime | None 
     return expires_at is not None and expires_at <= (now or utcnow()) + timedelta(seconds=seconds)
 
 
+#: Longest ``status_reason`` stored (longer ones are cut).
+REASON_MAX = 500
+
+
 def mark_needs_reauth(row: OAuthUserTokenRow, reason: str) -> None:
     row.status = NEEDS_REAUTH
-    row.status_reason = reason[:500]
+    row.status_reason = reason[:REASON_MAX]
 
 
 async def find(session: AsyncSession, mcp_client_id: str, identity: Identity) -> OAuthUserTokenRow | None:
@@ -89,9 +93,12 @@ async def save_login(
     identity: Identity,
     tokens: TokenResponse,
     scopes: list[str],
+    status_reason: str | None = None,
 ) -> str:
     """Upsert the identity's row with a new login's tokens (W18); returns the row id.
 
+    ``scopes`` are the requested ones, kept when the token response names none (RFC 6749 §5.1).
+    ``status_reason`` is stored on the active row: a step-up login records its count there (``step_up``).
     An existing row is updated in place under its refresh lock, so a refresh running at the same
     moment cannot overwrite the new grant with the old one's tokens.
     """
@@ -108,7 +115,7 @@ async def save_login(
                     if tokens.scopes is None:
                         row.scopes = list(scopes)
                     row.oauth_config_id = oauth_config_id
-                    row.status, row.status_reason = ACTIVE, None
+                    row.status, row.status_reason = ACTIVE, status_reason
                     row.last_refreshed_at = None
                     return row.id
             continue  # deleted meanwhile: insert a new one
@@ -122,6 +129,7 @@ async def save_login(
                     identity=identity.value,
                     scopes=list(scopes),
                     status=ACTIVE,
+                    status_reason=status_reason,
                 )
                 apply_response(box, row, tokens, now=now, new_grant=True)
                 session.add(row)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -36,6 +36,7 @@ from heimdall.oauth.upstream import records
 from heimdall.oauth.upstream.discovery import Discovery, DiscoveryError, discover, issuers_match
 from heimdall.oauth.upstream.pkce import new_state, new_verifier, s256_challenge
 from heimdall.oauth.upstream.registration import RegistrationError, register_client, secret_auth_method
+from heimdall.oauth.upstream.step_up import parse as parse_step_up
 from heimdall.oauth.upstream.token_endpoint import TokenEndpointError, UpstreamClient, exchange_code
 from heimdall.store.mcp_models import OAuthConfigRow, OAuthTokenRow
 from heimdall.store.repos import Store
@@ -106,8 +107,18 @@ def merge_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
-def build_authorize_url(upstream: UpstreamClient, *, state: str, code_challenge: str, redirect_uri: str) -> str:
-    """The authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8707 §2.1)."""
+def build_authorize_url(
+    upstream: UpstreamClient,
+    *,
+    state: str,
+    code_challenge: str,
+    redirect_uri: str,
+    scopes: Sequence[str] | None = None,
+) -> str:
+    """The authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8707 §2.1).
+
+    ``scopes`` replaces the client's own (a step-up login asks for wider ones).
+    """
     params = {
         "response_type": "code",
         "client_id": upstream.client_id,
@@ -116,8 +127,9 @@ def build_authorize_url(upstream: UpstreamClient, *, state: str, code_challenge:
         "code_challenge": code_challenge,
         "code_challenge_method": "S256",
     }
-    if upstream.scopes:
-        params["scope"] = " ".join(upstream.scopes)
+    wanted = upstream.scopes if scopes is None else scopes
+    if wanted:
+        params["scope"] = " ".join(wanted)
     if upstream.resource:
         params["resource"] = upstream.resource
     return merge_query(upstream.authorize_url, params)
@@ -266,6 +278,9 @@ async def start_oauth_for_client(
 async def begin_authorization(store: Store, oauth_config_id: str, *, base_url: str) -> PendingLogin:
     """Start a new login on an existing configuration (re-authorization after ``needs_reauth``).
 
+    When the upstream asked for wider scopes (step-up, see ``step_up``), the configuration takes them
+    on now, so this login and every later one asks for them.
+
     Raises:
         OAuthConfigNotFound: no such configuration.
     """
@@ -273,6 +288,9 @@ async def begin_authorization(store: Store, oauth_config_id: str, *, base_url: s
         row = await session.get(OAuthConfigRow, oauth_config_id, with_for_update=True)
         if row is None:
             raise OAuthConfigNotFound(oauth_config_id)
+        step = parse_step_up(row.status_reason) if row.status == "needs_reauth" else None
+        if step is not None:
+            row.scopes = list(step.scopes)
         authorize_url = _new_attempt(store.box, row, redirect_uri=callback_url(base_url), now=records.utcnow())
     return _pending(row, authorize_url)
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from heimdall.mcp.runtime import Caller, CredentialUnavailable, MCPClientSpec
-from heimdall.oauth.upstream import records
+from heimdall.oauth.upstream import records, step_up
 from heimdall.oauth.upstream.discovery import bearer_challenge
 from heimdall.oauth.upstream.flow import UpstreamOAuthError
 from heimdall.oauth.upstream.locking import RefreshLockTimeout, RowLocks
@@ -215,6 +215,27 @@ class UpstreamTokens:
         log.info("OAuth config %s: token refreshed", config.id)
         return AccessToken(tokens.access_token, records.as_utc(token.expires_at))
 
+    async def require_scopes(self, oauth_config_id: str, requested: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """Step-up for a server-level token: the upstream needs ``requested`` (a 403 ``insufficient_scope``).
+
+        Only an admin can log in again, so an authorized configuration whose token lacks some of
+        them becomes ``needs_reauth`` with the widened scopes recorded in its reason (``step_up``);
+        ``begin_authorization`` then asks for them. Returns the widened scopes, or None when nothing
+        changed (no new scope, or the configuration is not authorized).
+        """
+        async with self.locks.locked(OAuthConfigRow, oauth_config_id) as (session, config):
+            if config is None or config.status != "authorized":
+                return None
+            token = await session.get(OAuthTokenRow, config.token_id) if config.token_id else None
+            current = (token.scopes if token is not None else None) or config.scopes or ()
+            wanted = step_up.widened(current, requested)
+            if wanted is None:
+                return None
+            reason = step_up.describe(step_up.StepUp(scopes=wanted))
+            config.status, config.status_reason = "needs_reauth", reason
+        log.warning("OAuth config %s needs re-authorization: %s", oauth_config_id, reason)
+        return wanted
+
     async def expiring(self, within: float) -> list[str]:
         """Ids of authorized configurations whose token expires within ``within`` seconds and can be refreshed."""
         deadline = records.utcnow() + timedelta(seconds=within)
@@ -277,12 +298,21 @@ class ServerTokenCredentials:
     async def unauthorized(self, spec: MCPClientSpec, caller: Caller | None, www_authenticate: str | None) -> bool:
         """The upstream rejected the token: refresh it (once, even if many calls failed together).
 
-        A 403 ``insufficient_scope`` is not fixed by a refresh; it needs a new login with wider scopes.
+        A 403 ``insufficient_scope`` is not fixed by a refresh: it needs an admin's new login with
+        wider scopes, so the configuration is marked ``needs_reauth`` (``UpstreamTokens.require_scopes``)
+        and the call fails.
         """
         if spec.oauth_config_id is None:
             return False
         challenge = bearer_challenge(www_authenticate)
         if challenge is not None and challenge.error == "insufficient_scope":
+            try:
+                wanted = await self.tokens.require_scopes(spec.oauth_config_id, challenge.scopes)
+            except RefreshLockTimeout as exc:
+                log.warning("%s: could not record the upstream's wider scope: %s", spec.name, exc)
+                return False
+            if wanted is not None:
+                self._issued.pop(spec.oauth_config_id, None)
             return False
         issued = self._issued.get(spec.oauth_config_id)
         stale = issued[0] if issued else None
