@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextvars import ContextVar
 from datetime import timedelta
 
 import httpx
@@ -63,6 +64,10 @@ def auth_required_message(name: str) -> str:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+#: Digest of the token the current request carries (set by ``headers_for``, read by ``unauthorized``).
+_SENT: ContextVar[str | None] = ContextVar("heimdall_per_user_token_sent", default=None)
 
 
 class PerUserCredentials:
@@ -119,7 +124,9 @@ class PerUserCredentials:
             if row is None or row.status != tokens.ACTIVE:
                 return False
             row_id = row.id
-        stale = self._issued.get(row_id)
+        # The token this request sent (headers_for runs in the same context just before), so that
+        # several requests rejected at once — a call and the session's event stream — refresh once.
+        stale = _SENT.get(None) or self._issued.get(row_id)
         try:
             fresh = await self._refresh(spec, row_id, force=True, stale=stale)
         except CredentialUnavailable as exc:
@@ -199,6 +206,7 @@ class PerUserCredentials:
             return await self._refresh(spec, row.id, force=False, stale=None)
         token = tokens.access_token(self.gateway.box, row)
         self._issued[row.id] = _digest(token)
+        _SENT.set(self._issued[row.id])
         await self._touch(row)
         return token
 
@@ -230,6 +238,7 @@ class PerUserCredentials:
             raise outcome
         if outcome is not None:
             self._issued[row_id] = _digest(outcome)
+            _SENT.set(self._issued[row_id])
         return outcome
 
     async def _refresh_locked(
