@@ -15,7 +15,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
 from heimdall.mcp.config import MCPClientConfig
@@ -32,27 +32,10 @@ from tests.oauth_server.helpers import (
 )
 from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.mcp_servers import UpstreamServer
+from tests.support.oauth_client_storage import MemoryStorage
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 WIKI_TOOLS = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}], "prompts": [], "resources": []}
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 class HeadlessBrowser:

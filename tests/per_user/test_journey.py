@@ -22,33 +22,16 @@ import pytest
 from mcp import ClientSession
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
 from tests.per_user.conftest import VK_ALICE, VK_BOB, Browser, Env, auth_required, execute, login_upstream, text_of
 from tests.support.fake_providers import create_fake_provider_app, reply, tool_call
+from tests.support.oauth_client_storage import MemoryStorage
 from tests.support.servers import serve_in_thread
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CONNECT_LINK = re.compile(r'href="([^"]*/oauth/connect/[^"]+)"[^>]*>\s*Connect')
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 class AliceAtConsent:
