@@ -44,23 +44,28 @@ import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Final, TypeVar
 
 import mcp.types as types
 import orjson
 from mcp_types import methods as wire_methods
-from mcp_types.version import KNOWN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from heimdall.llm.http1 import HTTP1Client, UpstreamConnectionError, UpstreamResponse, header_value
+from heimdall.mcp.direct_wire import (
+    answer_of,
+    challenge_of,
+    check_header,
+    connection_reason,
+    error_of,
+    later_revision_fields,
+)
 from heimdall.mcp.runtime import CredentialResolver, MCPGatewayError, UpstreamUnavailableError
 from heimdall.mcp.transports import (
     PROTOCOL_HEADERS,
     DirectTarget,
     RequestAuth,
     caller_headers,
-    is_challenge,
     refresh_headers,
     resolve_headers,
 )
@@ -110,46 +115,6 @@ class _Broken(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@cache
-def _wire_fields(method: str, version: str) -> frozenset[str]:
-    row = wire_methods.SERVER_RESULTS.get((method, version))
-    if row is None:
-        return frozenset()
-    members = getattr(row, "__args__", (row,))
-    fields: set[str] = set()
-    for model in members:
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            fields.update(info.alias or name for name, info in model.model_fields.items())
-    return frozenset(fields)
-
-
-@cache
-def _later_revision_fields(method: str, version: str) -> frozenset[str]:
-    """Result keys only later revisions define; ``ClientSession.send_request`` drops them the same way."""
-    if (method, version) not in wire_methods.SERVER_RESULTS or version not in KNOWN_PROTOCOL_VERSIONS:
-        return frozenset()
-    later: set[str] = set()
-    for revision in KNOWN_PROTOCOL_VERSIONS[KNOWN_PROTOCOL_VERSIONS.index(version) + 1 :]:
-        later |= _wire_fields(method, revision)
-    return frozenset(later) - _wire_fields(method, version)
-
-
-def _connection_reason(exc: BaseException) -> str:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        current = current.__cause__ or current.__context__
-    return str(exc) or type(exc).__name__
-
-
-def _check_header(name: str, value: str) -> None:
-    if any(c in name for c in "\r\n:\0 ") or any(c in value for c in "\r\n\0"):
-        raise UpstreamUnavailableError(f"invalid header {name!r} for the upstream request")
 
 
 @dataclass(slots=True)
@@ -265,7 +230,7 @@ class DirectClient:
         try:
             with contextlib.suppress(KeyError):
                 wire_methods.validate_server_result(method, version, raw)
-            foreign = _later_revision_fields(method, version)
+            foreign = later_revision_fields(method, version)
             if not foreign.isdisjoint(raw):
                 raw = {key: value for key, value in raw.items() if key not in foreign}
             return result_type.model_validate(raw, by_name=False)
@@ -280,7 +245,7 @@ class DirectClient:
             for name, value in source.items():
                 lower = name.lower()
                 if lower not in PROTOCOL_HEADERS:
-                    _check_header(lower, value)
+                    check_header(lower, value)
                     headers[lower] = value
         headers["accept"] = accept
         headers["content-type"] = "application/json"
@@ -293,7 +258,7 @@ class DirectClient:
         try:
             return await self._http.request("POST", call.target.url, self._headers(call), body)
         except UpstreamConnectionError as exc:
-            raise _Broken(_connection_reason(exc)) from None
+            raise _Broken(connection_reason(exc)) from None
 
     async def _exchange(self, call: _Call, body: bytes) -> dict[str, Any] | types.ErrorData:
         """POST the request (once more after a refreshed credential, like ``CredentialAuth``) and read the answer."""
@@ -303,7 +268,7 @@ class DirectClient:
         else:
             call.credentials = await resolve_headers(self._credentials, auth, auth.spec) or {}
         response = await self._post(call, body)
-        challenge = _challenge_of(response)
+        challenge = challenge_of(response)
         if challenge is not None:
             auth.challenge = response.status
             self._settle(response)
@@ -315,7 +280,7 @@ class DirectClient:
                 auth.headers = fresh
             call.credentials = fresh
             response = await self._post(call, body)
-            auth.challenge = response.status if _challenge_of(response) is not None else None
+            auth.challenge = response.status if challenge_of(response) is not None else None
         try:
             return await self._answer(call, response)
         finally:
@@ -333,7 +298,7 @@ class DirectClient:
             return types.ErrorData(code=types.INVALID_REQUEST, message="server answered a request with 202 Accepted")
         if status >= 400:
             if content_type.startswith("application/json"):
-                error = _error_of(await self._read(response))
+                error = error_of(await self._read(response))
                 if error is not None:
                     return error
             if status == 404:
@@ -342,7 +307,7 @@ class DirectClient:
                 return types.ErrorData(code=types.INVALID_REQUEST, message="Session terminated")
             return types.ErrorData(code=types.INTERNAL_ERROR, message="Server returned an error response")
         if content_type.startswith("application/json"):
-            answer = _answer_of(await self._read(response), call.request_id)
+            answer = answer_of(await self._read(response), call.request_id)
             if answer is None:
                 raise UpstreamUnavailableError(f"{call.name} sent an invalid response")
             return answer
@@ -354,7 +319,7 @@ class DirectClient:
         try:
             return await response.read()
         except UpstreamConnectionError as exc:
-            raise _Broken(_connection_reason(exc)) from None
+            raise _Broken(connection_reason(exc)) from None
 
     async def _from_stream(self, call: _Call, response: UpstreamResponse) -> dict[str, Any] | types.ErrorData:
         """The response from an SSE answer, resuming the stream with ``Last-Event-ID`` if it breaks off.
@@ -450,7 +415,7 @@ class DirectClient:
             return None
         if message.get("id") != call.request_id:
             return None
-        answer = _answer_of(message, call.request_id)
+        answer = answer_of(message, call.request_id)
         if answer is None:
             raise UpstreamUnavailableError(f"{call.name} sent an invalid response")
         return answer
@@ -497,44 +462,3 @@ class DirectClient:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _challenge_of(response: UpstreamResponse) -> str | None:
-    """The ``WWW-Authenticate`` value ("" when absent) of a 401/403 challenge; None when it is not one."""
-    raw = header_value(response.headers, b"www-authenticate")
-    value = raw.decode("latin-1") if raw is not None else ""
-    return value if is_challenge(response.status, value) else None
-
-
-def _error_of(body: bytes) -> types.ErrorData | None:
-    """The JSON-RPC error in a non-2xx body, if it is one."""
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(message, dict) or not isinstance(message.get("error"), dict):
-        return None
-    try:
-        return types.ErrorData.model_validate(message["error"])
-    except ValidationError:
-        return None
-
-
-def _answer_of(message: Any, request_id: str) -> dict[str, Any] | types.ErrorData | None:
-    """The result or error of a JSON-RPC response to ``request_id``; None when it is not one."""
-    if isinstance(message, bytes):
-        try:
-            message = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            return None
-    if not isinstance(message, dict) or message.get("id") != request_id:
-        return None
-    if isinstance(message.get("result"), dict):
-        result: dict[str, Any] = message["result"]
-        return result
-    if isinstance(message.get("error"), dict):
-        try:
-            return types.ErrorData.model_validate(message["error"])
-        except ValidationError:
-            return None
-    return None
