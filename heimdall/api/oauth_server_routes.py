@@ -10,6 +10,7 @@ The logic lives in ``heimdall.oauth.server``; these handlers only parse and answ
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -115,34 +116,44 @@ for _path in (
 # --- registration, token, revocation -----------------------------------------------------------
 
 
-@router.post(urls.REGISTER_PATH, summary="Register an MCP client (RFC 7591)", status_code=201)
-async def register_client(request: Request, gateway: GatewayDep) -> Response:
+async def _oauth_endpoint(gateway: Gateway, failure: str, work: Callable[[], Awaitable[Response]]) -> Response:
+    """The availability gate, CORS, and RFC 6749 §5.2 errors shared by registration, token and revocation."""
     if not metadata.available(gateway):
         return _not_found()
     try:
-        body = await _read_body(request, clients.MAX_REGISTRATION_BYTES)
-        return _cors(json_response(await clients.register(gateway, body), status_code=201))
-    except _TooLarge:
-        error = OAuthError("invalid_client_metadata", "the registration request is larger than 16 KiB")
-        return _cors(error.response())
+        return _cors(await work())
     except OAuthError as exc:
         return _cors(exc.response())
     except Exception:
-        log.exception("client registration failed")
-        return _cors(OAuthError("server_error", "registration failed", 500).response())
+        log.exception("%s", failure)
+        return _cors(OAuthError("server_error", failure, 500).response())
+
+
+async def _form(request: Request) -> tuple[dict[str, str], set[str]]:
+    try:
+        return await _read_form(request)
+    except (_TooLarge, ValueError):
+        raise OAuthError("invalid_request", "the request body is too large or not valid UTF-8") from None
+
+
+@router.post(urls.REGISTER_PATH, summary="Register an MCP client (RFC 7591)", status_code=201)
+async def register_client(request: Request, gateway: GatewayDep) -> Response:
+    async def work() -> Response:
+        try:
+            body = await _read_body(request, clients.MAX_REGISTRATION_BYTES)
+        except _TooLarge:
+            raise OAuthError("invalid_client_metadata", "the registration request is larger than 16 KiB") from None
+        return json_response(await clients.register(gateway, body), status_code=201)
+
+    return await _oauth_endpoint(gateway, "registration failed", work)
 
 
 @router.post(urls.TOKEN_PATH, summary="Token endpoint: authorization_code and refresh_token grants (RFC 6749)")
 async def token(request: Request, gateway: GatewayDep) -> Response:
-    if not metadata.available(gateway):
-        return _not_found()
-    try:
+    async def work() -> Response:
         if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
             raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-        try:
-            params, repeated = await _read_form(request)
-        except (_TooLarge, ValueError):
-            raise OAuthError("invalid_request", "the request body is too large or not valid UTF-8") from None
+        params, repeated = await _form(request)
         if repeated:
             raise OAuthError("invalid_request", f"parameters sent more than once: {', '.join(sorted(repeated))}")
         if any("\x00" in value for value in params.values()):
@@ -156,34 +167,23 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
             raise OAuthError("invalid_request", "grant_type is required")
         else:
             raise OAuthError("unsupported_grant_type", "Only authorization_code and refresh_token grants are supported")
-        return _cors(json_response(issued.response()))
-    except OAuthError as exc:
-        return _cors(exc.response())
-    except Exception:
-        log.exception("token request failed")
-        return _cors(OAuthError("server_error", "the token request failed", 500).response())
+        return json_response(issued.response())
+
+    return await _oauth_endpoint(gateway, "the token request failed", work)
 
 
 @router.post(urls.REVOKE_PATH, summary="Revoke an access or refresh token (RFC 7009)")
 async def revoke(request: Request, gateway: GatewayDep) -> Response:
-    if not metadata.available(gateway):
-        return _not_found()
-    try:
-        try:
-            params, _repeated = await _read_form(request)
-        except (_TooLarge, ValueError):
-            raise OAuthError("invalid_request", "the request body is too large or not valid UTF-8") from None
+    async def work() -> Response:
+        params, _repeated = await _form(request)
         value = params.get("token", "")
         if not value:
             raise OAuthError("invalid_request", "token is required")
         if "\x00" not in value:
             await tokens.revoke(gateway, value, params.get("client_id") or None)
-        return _cors(Response(status_code=200, headers={"Cache-Control": "no-store"}))
-    except OAuthError as exc:
-        return _cors(exc.response())
-    except Exception:
-        log.exception("token revocation failed")
-        return _cors(OAuthError("server_error", "the revocation failed", 500).response())
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
+
+    return await _oauth_endpoint(gateway, "the revocation failed", work)
 
 
 # --- authorization ------------------------------------------------------------------------------
