@@ -325,13 +325,7 @@ def _measure(options: Options, root: Path, upstream: McpUpstream, results: McpRe
             sampler = stack.enter_context(procstat.RssSampler(gateway.pid))
         bench.run_all(results)
         if gateway is not None and sampler is not None:
-            final = procstat.snapshot(gateway.pid)
-            results.memory |= {
-                "processes": final.processes,
-                "final_rss_kib": final.rss_kib,
-                "peak_sampled_rss_kib": max(sampler.peak_kib, final.rss_kib),
-                "peak_hwm_kib": final.hwm_kib,
-            }
+            results.memory |= procstat.final_memory(gateway.pid, sampler)
 
 
 def run(options: Options) -> int:

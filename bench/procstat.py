@@ -112,3 +112,14 @@ class RssSampler:
             if rounds % 8 == 0:  # workers may be respawned; re-list the tree now and then
                 pids = process_tree(self.root)
             self.peak_kib = max(self.peak_kib, rss_kib(pids))
+
+
+def final_memory(pid: int, sampler: RssSampler) -> dict[str, int]:
+    """The gateway's memory at the end of a run: process count, final and peak RSS, and VmHWM (KiB)."""
+    final = snapshot(pid)
+    return {
+        "processes": final.processes,
+        "final_rss_kib": final.rss_kib,
+        "peak_sampled_rss_kib": max(sampler.peak_kib, final.rss_kib),
+        "peak_hwm_kib": final.hwm_kib,
+    }

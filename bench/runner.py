@@ -161,13 +161,7 @@ def _measure(options: Options, wrk_bin: str, root: Path, upstream: Upstream, res
         bench.load(results)
         bench.measure_ttfb(results)
         if gateway is not None and sampler is not None:
-            final = procstat.snapshot(gateway.pid)
-            results.memory |= {
-                "processes": final.processes,
-                "final_rss_kib": final.rss_kib,
-                "peak_sampled_rss_kib": max(sampler.peak_kib, final.rss_kib),
-                "peak_hwm_kib": final.hwm_kib,
-            }
+            results.memory |= procstat.final_memory(gateway.pid, sampler)
 
 
 def run(options: Options) -> int:
