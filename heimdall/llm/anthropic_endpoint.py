@@ -18,6 +18,7 @@ from heimdall.asgi import (
     Receive,
     Scope,
     Send,
+    header_map,
     send_bytes,
     until_disconnect,
 )
@@ -60,9 +61,10 @@ class AnthropicEndpoints(OpenAIEndpoints):
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
-        data, state = await self._read(scope, receive)
+        headers = header_map(scope)
+        data, state = await self._read(scope, receive, headers)
         exchange.state = state
-        caller = self._caller(scope)
+        caller = self._caller(headers)
         body = anthropic_to_openai_request(data)
         pipeline = self.gateway.pipeline
         if body.get("stream") is True:

@@ -80,15 +80,17 @@ class OpenAIEndpoints:
         if isinstance(usage, dict) and state.route is not None:
             self.gateway.metrics.count_tokens(state.provider, state.route.model, usage)
 
-    async def _read(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Attempted]:
+    async def _read(
+        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]
+    ) -> tuple[dict[str, Any], Attempted]:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
-        body = await read_body(receive, header_map(scope), self.gateway.body_limit())
+        body = await read_body(receive, headers, self.gateway.body_limit())
         data = parse_json_object(body)
         return data, Attempted(model_field=model_of(data))
 
-    def _caller(self, scope: Scope) -> Caller:
-        return authenticate(self.gateway.snapshot, self.gateway.box, header_map(scope))
+    def _caller(self, headers: dict[bytes, bytes]) -> Caller:
+        return authenticate(self.gateway.snapshot, self.gateway.box, headers)
 
     async def _serve(
         self,
@@ -118,12 +120,13 @@ class OpenAIEndpoints:
         await self._serve("chat", send, lambda exchange: self._chat(scope, receive, send, exchange))
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
-        data, state = await self._read(scope, receive)
+        headers = header_map(scope)
+        data, state = await self._read(scope, receive, headers)
         exchange.state = state
-        caller = self._caller(scope)
+        caller = self._caller(headers)
         pipeline = self.gateway.pipeline
         snapshot = self.gateway.snapshot
-        plan = plan_for(self.gateway, caller, header_map(scope)) if self.gateway.mcp is not None else None
+        plan = plan_for(self.gateway, caller, headers) if self.gateway.mcp is not None else None
         if plan is not None:
             apply_plan(data, plan)
         agent = self.gateway.mcp.agent if plan is not None and self.gateway.mcp and plan.agent_mode else None
@@ -188,9 +191,10 @@ class OpenAIEndpoints:
         await self._serve("embeddings", send, lambda exchange: self._embeddings(scope, receive, send, exchange))
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
-        data, state = await self._read(scope, receive)
+        headers = header_map(scope)
+        data, state = await self._read(scope, receive, headers)
         exchange.state = state
-        caller = self._caller(scope)
+        caller = self._caller(headers)
         if "input" not in data:
             raise BadRequest("input is required", param="input")
         result = await self.gateway.pipeline.embeddings(self.gateway.snapshot, caller, state, data)
