@@ -8,7 +8,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from heimdall.store import mcp_models, models, oidc_models, per_user_models  # noqa: F401  (registers the tables)
+from heimdall.store import mcp_models, models, oidc_models, per_user_models, ui_models  # noqa: F401  (registers the tables)
 from heimdall.store.base import Base
 from heimdall.store.engine import normalize_url
 
