@@ -40,6 +40,8 @@ from heimdall.store import repos
 from heimdall.store.engine import create_engine, create_sessionmaker
 from heimdall.store.migrate import upgrade_to_head
 from heimdall.store.repos import Store
+from heimdall.store.session_repos import delete_expired_sessions
+from heimdall.ui import routes as ui_routes
 
 log = logging.getLogger("heimdall")
 
@@ -182,6 +184,7 @@ def create_app(settings: Settings) -> HotPathRouter:
                 sweeper = Sweeper(gateway)
                 sweeper.add_job("upstream_logins", sweep_upstream_logins)
                 sweeper.add_job("oidc_attempts", sweep_oidc_attempts)
+                sweeper.add_job("admin_sessions", delete_expired_sessions)
                 sweeper.start()
                 stack.push_async_callback(sweeper.stop)
                 gateway.snapshots.start()
@@ -200,6 +203,7 @@ def create_app(settings: Settings) -> HotPathRouter:
     callback_handlers(api).insert(0, per_user_callback)
     install_login_hook(api, sign_in_connections_page)
     api.include_router(build_api_router())
+    ui_routes.install(api)
     api.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     router = HotPathRouter(api)
     return router

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     access_log: bool = False
+    request_log_enabled: bool = Field(
+        default=True, description="Record every inference and MCP tool request for the Logs page."
+    )
+    request_log_max_rows: int = Field(default=10_000, ge=1, description="Keep at most this many request log rows.")
+    request_log_max_age_hours: float = Field(
+        default=168, gt=0, description="Delete request log rows older than this many hours."
+    )
+    request_log_bodies: bool = Field(
+        default=False, description="Also store request and response bodies in the request log (first 8 KiB of each)."
+    )
 
     @field_validator("public_url")
     @classmethod

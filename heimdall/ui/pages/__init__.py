@@ -1,0 +1,1 @@
+"""One module per section of the web UI; each exposes ``router``."""
