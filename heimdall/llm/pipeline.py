@@ -46,6 +46,8 @@ class Attempted:
     model_field: str
     route: Route | None = None
     target: Target | None = None
+    #: Upstream attempts so far (retries included; across iterations in agent mode).
+    attempts: int = 0
 
     @property
     def provider(self) -> str:
@@ -99,6 +101,7 @@ class InferencePipeline:
             key = chosen.keys[number % len(chosen.keys)]
             target = Target(provider=provider, key=key, model=key.resolve_alias(chosen.model))
             state.target = target
+            state.attempts += 1
             try:
                 return await attempt(adapter, target)
             except UpstreamError as exc:

@@ -22,6 +22,8 @@ from heimdall.ui.session import AdminSession
 
 FlashKind = Literal["success", "info", "warning", "error"]
 FLASH_COOKIE = "heimdall_flash"
+#: Admin URLs hold no secrets, and same-origin lets form posts carry a real ``Origin`` header.
+ADMIN_REFERRER_POLICY = "same-origin"
 _MAX_FLASH = 600
 
 
@@ -87,6 +89,7 @@ def page(
         flash=flash,
         **context,
     )
+    response.headers["Referrer-Policy"] = ADMIN_REFERRER_POLICY
     if FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="strict")
     return response

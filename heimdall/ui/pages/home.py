@@ -12,7 +12,7 @@ from heimdall.oauth.per_user import grants
 from heimdall.oauth.server.pages import render
 from heimdall.store import mcp_repos, repos
 from heimdall.ui.guard import AdminFormDep, AdminPage, gateway_of, safe_next, same_origin
-from heimdall.ui.render import page
+from heimdall.ui.render import ADMIN_REFERRER_POLICY, page
 from heimdall.ui.session import (
     clear_session_cookie,
     close_session,
@@ -40,6 +40,7 @@ def _sign_in_page(request: Request, next_path: str, error: str | None = None, st
         next_path=safe_next(next_path),
         error=error,
     )
+    response.headers["Referrer-Policy"] = ADMIN_REFERRER_POLICY
     if is_new:
         set_pre_session_cookie(response, gateway, value)
     return response
