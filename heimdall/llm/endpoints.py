@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,11 +27,13 @@ from heimdall.asgi import (
 )
 from heimdall.errors import BadRequest, GatewayError
 from heimdall.gateway import Gateway
+from heimdall.llm.exchange import Exchange
 from heimdall.llm.pipeline import Attempted, Caller, attach_model_fields, authenticate
 from heimdall.llm.providers.base import StreamBroken, split_frames
 from heimdall.mcp.llm_bridge import apply_plan, plan_for
 
 _FINAL_FRAME = re.compile(rb'"finish_reason"\s*:\s*"|"usage"\s*:\s*\{')
+_USER_ID_HEADER = b"x-bf-user-id"
 
 
 class MethodNotAllowed(GatewayError):
@@ -59,53 +60,56 @@ def model_of(data: dict[str, Any]) -> str:
     return model
 
 
-@dataclass(slots=True)
-class Exchange:
-    """What the error handler and the metrics need to know about one request, filled in as it goes."""
-
-    state: Attempted | None = None
-    status: int = 200
-
-
 class OpenAIEndpoints:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def _record(self, endpoint: str, state: Attempted | None, status: int, started: float) -> None:
+    def _record(self, endpoint: str, exchange: Exchange) -> None:
+        state = exchange.state
         provider = state.provider if state else "unknown"
         model = state.route.model if state and state.route else "unknown"
-        self.gateway.metrics.observe_request(endpoint, provider, model, status, time.perf_counter() - started)
+        seconds = exchange.finished - exchange.started
+        self.gateway.metrics.observe_request(endpoint, provider, model, exchange.status, seconds)
+        self.gateway.request_log.record(exchange)
 
     def _count_tokens(self, state: Attempted, usage: Any) -> None:
         if isinstance(usage, dict) and state.route is not None:
             self.gateway.metrics.count_tokens(state.provider, state.route.model, usage)
 
     async def _read(
-        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]
+        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], exchange: Exchange
     ) -> tuple[dict[str, Any], Attempted]:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
         body = await read_body(receive, headers, self.gateway.body_limit())
+        if exchange.capture:
+            exchange.capture_request(body)
         data = parse_json_object(body)
-        return data, Attempted(model_field=model_of(data))
+        state = exchange.state = Attempted(model_field=model_of(data))
+        return data, state
 
-    def _caller(self, headers: dict[bytes, bytes]) -> Caller:
-        return authenticate(self.gateway.snapshot, self.gateway.box, headers)
+    def _caller(self, headers: dict[bytes, bytes], exchange: Exchange) -> Caller:
+        caller = authenticate(self.gateway.snapshot, self.gateway.box, headers)
+        exchange.vk = caller.vk
+        exchange.user_header = headers.get(_USER_ID_HEADER)
+        return caller
 
     async def _serve(
         self,
         endpoint: str,
+        scope: Scope,
         send: Send,
         handle: Callable[[Exchange], Awaitable[None]],
         render_error: Callable[[GatewayError], bytes] | None = None,
     ) -> None:
-        """Run one inference exchange: errors become envelopes, and every outcome is counted."""
-        started = time.perf_counter()
-        exchange = Exchange()
+        """Run one inference exchange: errors become envelopes, and every outcome is counted and logged."""
+        exchange = Exchange(scope["path"], time.perf_counter(), capture=self.gateway.request_log.capture_bodies)
         try:
             await handle(exchange)
         except GatewayError as exc:
             exchange.status = exc.status_code
+            exchange.error = exc.message
+            exchange.error_type = exc.error_type
             error = attach_model_fields(exc, exchange.state)
             if render_error is None:
                 await send_error(send, error)
@@ -114,21 +118,22 @@ class OpenAIEndpoints:
         except ClientDisconnected:
             exchange.status = 499
         finally:
-            self._record(endpoint, exchange.state, exchange.status, started)
+            exchange.finished = time.perf_counter()
+            self._record(endpoint, exchange)
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve("chat", send, lambda exchange: self._chat(scope, receive, send, exchange))
+        await self._serve("chat", scope, send, lambda exchange: self._chat(scope, receive, send, exchange))
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
         headers = header_map(scope)
-        data, state = await self._read(scope, receive, headers)
-        exchange.state = state
-        caller = self._caller(headers)
+        data, state = await self._read(scope, receive, headers, exchange)
+        caller = self._caller(headers, exchange)
         pipeline = self.gateway.pipeline
         snapshot = self.gateway.snapshot
         plan = plan_for(self.gateway, caller, headers) if self.gateway.mcp is not None else None
         if plan is not None:
             apply_plan(data, plan)
+        exchange.note_request(data)
         agent = self.gateway.mcp.agent if plan is not None and self.gateway.mcp and plan.agent_mode else None
         if data.get("stream") is True:
             if agent is not None and plan is not None:
@@ -137,7 +142,7 @@ class OpenAIEndpoints:
             else:
                 first, frames = await pipeline.open_stream(snapshot, caller, state, data)
             try:
-                if await until_disconnect(receive, self._relay_stream(send, state, first, frames)):
+                if await until_disconnect(receive, self._relay_stream(send, exchange, state, first, frames)):
                     exchange.status = 499
             finally:
                 await frames.aclose()  # type: ignore[attr-defined]
@@ -147,17 +152,30 @@ class OpenAIEndpoints:
             else:
                 result = await pipeline.chat(snapshot, caller, state, data)
             result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
-            self._count_tokens(state, result.get("usage"))
-            await send_bytes(send, 200, orjson.dumps(result))
+            await self._send_result(send, exchange, state, result)
 
-    async def _relay_stream(self, send: Send, state: Attempted, first: bytes, frames: AsyncIterator[bytes]) -> None:
+    async def _send_result(self, send: Send, exchange: Exchange, state: Attempted, result: dict[str, Any]) -> None:
+        usage = result.get("usage")
+        self._count_tokens(state, usage)
+        exchange.note_result(result, usage)
+        payload = orjson.dumps(result)
+        if exchange.capture:
+            exchange.capture_response(payload)
+        await send_bytes(send, 200, payload)
+
+    async def _relay_stream(
+        self, send: Send, exchange: Exchange, state: Attempted, first: bytes, frames: AsyncIterator[bytes]
+    ) -> None:
         extra = state.extra_fields()
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        exchange.first_byte = time.perf_counter()  # the first frame is already here and goes out next
         try:
             frame: bytes | None = first
             while frame is not None:
                 if _FINAL_FRAME.search(frame):
-                    frame = self._with_extra_fields(frame, extra, state)
+                    frame = self._with_extra_fields(frame, extra, state, exchange)
+                if exchange.capture:
+                    exchange.capture_response(frame)
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 frame = await anext(frames, None)
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
@@ -169,9 +187,10 @@ class OpenAIEndpoints:
             else:
                 error = GatewayError(str(exc), status_code=502, error_type="upstream_stream_broken", extra_fields=extra)
                 error.from_gateway = False
+            exchange.error, exchange.error_type = error.message, error.error_type
             await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n", "more_body": False})
 
-    def _with_extra_fields(self, blob: bytes, extra: dict[str, Any], state: Attempted) -> bytes:
+    def _with_extra_fields(self, blob: bytes, extra: dict[str, Any], state: Attempted, exchange: Exchange) -> bytes:
         """Add ``extra_fields`` to the final frames (finish_reason or usage) of a blob of frames."""
         out: list[bytes] = []
         for payload in split_frames(blob):
@@ -183,24 +202,25 @@ class OpenAIEndpoints:
                 if isinstance(chunk, dict):
                     chunk["extra_fields"] = {**extra, **chunk.get("extra_fields", {})}
                     self._count_tokens(state, chunk.get("usage"))
+                    exchange.note_final_chunk(chunk)
                     payload = orjson.dumps(chunk)
             out.append(b"data: " + payload + b"\n\n")
         return b"".join(out)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve("embeddings", send, lambda exchange: self._embeddings(scope, receive, send, exchange))
+        await self._serve(
+            "embeddings", scope, send, lambda exchange: self._embeddings(scope, receive, send, exchange)
+        )
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
         headers = header_map(scope)
-        data, state = await self._read(scope, receive, headers)
-        exchange.state = state
-        caller = self._caller(headers)
+        data, state = await self._read(scope, receive, headers, exchange)
+        caller = self._caller(headers, exchange)
         if "input" not in data:
             raise BadRequest("input is required", param="input")
         result = await self.gateway.pipeline.embeddings(self.gateway.snapshot, caller, state, data)
         result["extra_fields"] = {**state.extra_fields(), **result.get("extra_fields", {})}
-        self._count_tokens(state, result.get("usage"))
-        await send_bytes(send, 200, orjson.dumps(result))
+        await self._send_result(send, exchange, state, result)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

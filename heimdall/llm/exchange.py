@@ -91,6 +91,9 @@ class Exchange:
             if reason:
                 self.finish_reason = reason
 
+    def capture_request(self, body: bytes) -> None:
+        self.request_body = body[:_CAPTURE_LIMIT]
+
     def capture_response(self, chunk: bytes) -> None:
         if self.response_body is None:
             self.response_body = bytearray()
