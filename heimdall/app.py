@@ -20,6 +20,7 @@ from heimdall.config.loader import load_config_file
 from heimdall.config.seed import seed_store
 from heimdall.crypto import SecretBox, load_or_create_key
 from heimdall.gateway import Gateway
+from heimdall.governance.request_log import RequestLog
 from heimdall.llm.anthropic_endpoint import AnthropicEndpoints
 from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.pipeline import InferencePipeline
@@ -107,8 +108,10 @@ async def open_gateway(settings: Settings) -> Gateway:
         metrics=metrics,
         http=http,
         pipeline=pipeline,
+        request_log=RequestLog.from_settings(store, metrics.registry, settings),
     )
     mcp = MCPService(store, box, pipeline, __version__)
+    mcp.server.record_tool_call = gateway.request_log.record
     tokens = UpstreamTokens(store)
     mcp.credentials.register("oauth", ServerTokenCredentials(tokens))
     mcp.credentials.register("per_user_oauth", PerUserCredentials(gateway))
@@ -187,6 +190,8 @@ def create_app(settings: Settings) -> HotPathRouter:
                 sweeper.add_job("admin_sessions", delete_expired_sessions)
                 sweeper.start()
                 stack.push_async_callback(sweeper.stop)
+                gateway.request_log.start()
+                stack.push_async_callback(gateway.request_log.stop)  # writes what is still queued
                 gateway.snapshots.start()
                 log.info("Heimdall %s listening on %s", __version__, settings.base_url)
                 yield

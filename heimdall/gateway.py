@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from heimdall.crypto import SecretBox
+from heimdall.governance.request_log import RequestLog
 from heimdall.llm.http1 import HTTP1Client
 from heimdall.llm.pipeline import InferencePipeline
 from heimdall.metrics import Metrics
@@ -27,6 +28,7 @@ class Gateway:
     metrics: Metrics
     http: HTTP1Client
     pipeline: InferencePipeline
+    request_log: RequestLog
     mcp: MCPService | None = None
     upstream_tokens: UpstreamTokens | None = None
     token_refresher: BackgroundRefresher | None = None

@@ -8,6 +8,7 @@ the gateway envelope, so the SDK and envelope readers each find what they expect
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +24,8 @@ from heimdall.asgi import (
     until_disconnect,
 )
 from heimdall.errors import GatewayError
-from heimdall.llm.endpoints import Exchange, OpenAIEndpoints
+from heimdall.llm.endpoints import OpenAIEndpoints
+from heimdall.llm.exchange import Exchange
 from heimdall.llm.pipeline import Attempted
 from heimdall.llm.providers.anthropic_reverse import (
     OpenAIToAnthropicStream,
@@ -57,45 +59,58 @@ def sse_event(event: str, data: dict[str, Any]) -> bytes:
 class AnthropicEndpoints(OpenAIEndpoints):
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(
-            "messages", send, lambda exchange: self._messages(scope, receive, send, exchange), anthropic_error
+            "messages", scope, send, lambda exchange: self._messages(scope, receive, send, exchange), anthropic_error
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
         headers = header_map(scope)
-        data, state = await self._read(scope, receive, headers)
-        exchange.state = state
-        caller = self._caller(headers)
+        data, state = await self._read(scope, receive, headers, exchange)
+        caller = self._caller(headers, exchange)
         body = anthropic_to_openai_request(data)
+        exchange.note_request(body)
         pipeline = self.gateway.pipeline
         if body.get("stream") is True:
             body["stream_options"] = {"include_usage": True}
             first, frames = await pipeline.open_stream(self.gateway.snapshot, caller, state, body)
             try:
-                if await until_disconnect(receive, self._relay(send, state, first, frames)):
+                if await until_disconnect(receive, self._relay(send, exchange, state, first, frames)):
                     exchange.status = 499
             finally:
                 await frames.aclose()  # type: ignore[attr-defined]
         else:
             result = await pipeline.chat(self.gateway.snapshot, caller, state, body)
-            self._count_tokens(state, result.get("usage"))
+            usage = result.get("usage")
+            self._count_tokens(state, usage)
+            exchange.note_result(result, usage)
             message = openai_to_anthropic_response(result, state.model_field)
             message["extra_fields"] = state.extra_fields()
-            await send_bytes(send, 200, orjson.dumps(message))
+            payload = orjson.dumps(message)
+            if exchange.capture:
+                exchange.capture_response(payload)
+            await send_bytes(send, 200, payload)
 
-    async def _relay(self, send: Send, state: Attempted, first: bytes, frames: AsyncIterator[bytes]) -> None:
+    async def _relay(
+        self, send: Send, exchange: Exchange, state: Attempted, first: bytes, frames: AsyncIterator[bytes]
+    ) -> None:
         translator = OpenAIToAnthropicStream(state.model_field)
         extra = state.extra_fields()
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        exchange.first_byte = time.perf_counter()  # the first frame is already here and goes out next
         try:
             frame: bytes | None = first
             while frame is not None:
                 events: list[bytes] = []
                 for payload in split_frames(frame):
                     chunk = orjson.loads(payload)
-                    self._count_tokens(state, chunk.get("usage"))
+                    usage = chunk.get("usage")
+                    if usage:
+                        self._count_tokens(state, usage)
+                        exchange.usage = usage
                     events.extend(sse_event(name, event) for name, event in translator.feed(chunk))
                 out = b"".join(events)
                 if out:
+                    if exchange.capture:
+                        exchange.capture_response(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 frame = await anext(frames, None)
             closing = []
@@ -103,8 +118,11 @@ class AnthropicEndpoints(OpenAIEndpoints):
                 if name == "message_delta":
                     event = {**event, "extra_fields": extra}
                 closing.append(sse_event(name, event))
+            exchange.finish_reason = translator.finish_reason_of
             await send({"type": "http.response.body", "body": b"".join(closing), "more_body": False})
         except (StreamBroken, GatewayError, orjson.JSONDecodeError) as exc:
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            exchange.error = message
+            exchange.error_type = exc.error_type if isinstance(exc, GatewayError) else "upstream_stream_broken"
             error = {"type": "error", "error": {"type": "api_error", "message": message}, "extra_fields": extra}
             await send({"type": "http.response.body", "body": sse_event("error", error), "more_body": False})

@@ -208,9 +208,7 @@ class OpenAIEndpoints:
         return b"".join(out)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve(
-            "embeddings", scope, send, lambda exchange: self._embeddings(scope, receive, send, exchange)
-        )
+        await self._serve("embeddings", scope, send, lambda exchange: self._embeddings(scope, receive, send, exchange))
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
         headers = header_map(scope)

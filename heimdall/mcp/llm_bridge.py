@@ -11,13 +11,17 @@ import orjson
 from heimdall.asgi import ClientDisconnected, Receive, Scope, Send, header_map, read_body, send_bytes, send_error
 from heimdall.errors import BadRequest, Forbidden, GatewayError
 from heimdall.gateway import Gateway
+from heimdall.governance.request_log import BODY_LIMIT
 from heimdall.llm.pipeline import Caller as LLMCaller
+from heimdall.mcp.call_log import ToolCallEntry
 from heimdall.mcp.catalog import CatalogTool, Filters
 from heimdall.mcp.runtime import AuthRequired
 from heimdall.mcp.runtime import Caller as MCPCaller
 from heimdall.mcp.tool_calls import MCPAuthRequiredError, offer_tools
 
 USER_ID_HEADER = "x-bf-user-id"
+#: How the executor words a failed call in its output (``tool_calls.ToolExecutor.run``, ``result_text``).
+_FAILED_OUTPUT = ("Tool execution failed", "Error: ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +91,8 @@ class ToolExecuteEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from heimdall.llm.pipeline import authenticate
 
-        started = time.perf_counter()
-        status = 200
+        logged = ToolCallEntry(scope["path"], time.perf_counter())
+        capture = self.gateway.request_log.capture_bodies
         try:
             if scope["method"] != "POST":
                 raise GatewayError("use POST", status_code=405, error_type="method_not_allowed")
@@ -96,6 +100,8 @@ class ToolExecuteEndpoint:
             response_format = "responses" if "format=responses" in query else "chat"
             raw_headers = header_map(scope)
             body = await read_body(receive, raw_headers, self.gateway.body_limit())
+            if capture:
+                logged.request_body = body[:BODY_LIMIT]
             try:
                 call = orjson.loads(body) if body else None
             except orjson.JSONDecodeError as exc:
@@ -107,22 +113,34 @@ class ToolExecuteEndpoint:
             if mcp is None:
                 raise BadRequest("no MCP servers are configured")
             headers = text_headers(raw_headers)
-            caller = mcp_caller(llm_caller, headers)
+            caller = logged.caller = mcp_caller(llm_caller, headers)
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                name = call["function"].get("name")
+                logged.tool = name if isinstance(name, str) else None
             entry, arguments = mcp.executor.resolve(call, llm_caller.vk, Filters.from_headers(headers))
+            logged.entry = entry
             try:
                 output = await mcp.executor.run(entry, arguments, caller)
             except AuthRequired as exc:
                 raise MCPAuthRequiredError(exc) from None
+            if output.startswith(_FAILED_OUTPUT):
+                logged.error = output
             call_id = str(call.get("id") or "") if isinstance(call, dict) else ""
             if response_format == "responses":
                 result: dict[str, Any] = {"type": "function_call_output", "call_id": call_id, "output": output}
             else:
                 result = {"role": "tool", "tool_call_id": call_id, "content": output}
-            await send_bytes(send, 200, orjson.dumps(result))
+            payload = orjson.dumps(result)
+            if capture:
+                logged.response_body = payload[:BODY_LIMIT]
+            await send_bytes(send, 200, payload)
         except GatewayError as exc:
-            status = exc.status_code
+            logged.status, logged.error, logged.error_type = exc.status_code, exc.message, exc.error_type
             await send_error(send, exc)
         except ClientDisconnected:
-            status = 499
+            logged.status = 499
         finally:
-            self.gateway.metrics.observe_request("mcp_tool_execute", "mcp", "-", status, time.perf_counter() - started)
+            logged.finished = time.perf_counter()
+            seconds = logged.finished - logged.started
+            self.gateway.metrics.observe_request("mcp_tool_execute", "mcp", "-", logged.status, seconds)
+            self.gateway.request_log.record(logged)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
@@ -24,7 +25,8 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 
 from heimdall.governance.virtual_keys import VirtualKeyRuntime
-from heimdall.mcp.catalog import Catalog, Filters
+from heimdall.mcp.call_log import ToolCallEntry
+from heimdall.mcp.catalog import Catalog, CatalogTool, Filters
 from heimdall.mcp.runtime import AuthRequired, Caller, MCPGatewayError, ToolNotFoundError
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class GatewayMCPServer:
         self.upstreams = upstreams
         self.tool_timeout = tool_timeout
         self.sessions: dict[str, ServerSession] = {}
+        #: Where finished ``tools/call`` requests go (the gateway's request log), if anywhere.
+        self.record_tool_call: Callable[[ToolCallEntry], None] | None = None
         self.server = _GatewayServer(
             "heimdall",
             version=version,
@@ -136,10 +140,28 @@ class GatewayMCPServer:
         self, request: MCPRequest, session: ServerSession, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         """``tools/call`` for one caller; shared by the SDK handler and the fast path (``fast_path.py``)."""
+        record = self.record_tool_call
+        logged = ToolCallEntry("/mcp", time.perf_counter(), caller=request.caller, tool=params.name)
         try:
-            entry = self.catalog.tool(params.name, request.vk, request.filters)
-        except ToolNotFoundError:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}") from None
+            try:
+                entry = logged.entry = self.catalog.tool(params.name, request.vk, request.filters)
+            except ToolNotFoundError:
+                raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}") from None
+            result = await self._run_tool(entry, request, session, params)
+            if result.is_error:
+                logged.error = "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+            return result
+        except Exception as exc:
+            logged.error, logged.error_type = str(exc) or type(exc).__name__, type(exc).__name__
+            raise
+        finally:
+            if record is not None:
+                logged.finished = time.perf_counter()
+                record(logged)
+
+    async def _run_tool(
+        self, entry: CatalogTool, request: MCPRequest, session: ServerSession, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         try:
             result: types.CallToolResult = await self.upstreams.call_tool(
                 entry.spec, entry.upstream_name, dict(params.arguments or {}), request.caller, self.tool_timeout()

@@ -18,6 +18,7 @@ from heimdall.ui.session import (
     close_session,
     csrf_ok,
     open_session,
+    pre_cookie_name,
     pre_session,
     read_session,
     set_pre_session_cookie,
@@ -27,7 +28,14 @@ from heimdall.ui.session import (
 from heimdall.ui.throttle import FailureThrottle
 
 router = APIRouter(include_in_schema=False)
-sign_in_failures = FailureThrottle()
+
+
+def sign_in_failures(request: Request) -> FailureThrottle:
+    """This app's count of failed sign-ins (one per app, so tests and workers never share one)."""
+    throttle: FailureThrottle | None = getattr(request.app.state, "sign_in_failures", None)
+    if throttle is None:
+        throttle = request.app.state.sign_in_failures = FailureThrottle()
+    return throttle
 
 
 def _sign_in_page(request: Request, next_path: str, error: str | None = None, status_code: int = 200) -> Response:
@@ -61,20 +69,21 @@ async def sign_in(
     next: Annotated[str, Form(max_length=512)] = "/",
 ) -> Response:
     gateway = gateway_of(request)
-    value = request.cookies.get("__Host-heimdall_admin_pre") or request.cookies.get("heimdall_admin_pre") or ""
+    value = request.cookies.get(pre_cookie_name(gateway), "")
     if not same_origin(request, gateway) or not value or not csrf_ok(sign_in_csrf(gateway, value), csrf_token):
         return _sign_in_page(request, next, "This sign-in form expired. Please try again.", 403)
     client = request.client.host if request.client else "unknown"
-    wait = sign_in_failures.blocked_for(client)
+    failures = sign_in_failures(request)
+    wait = failures.blocked_for(client)
     if wait:
         minutes = math.ceil(wait / 60)
         return _sign_in_page(request, next, f"Too many failed attempts. Try again in {minutes} minute(s).", 429)
     async with gateway.store.read() as session:
         matches = bool(admin_token) and await repos.admin_token_matches(session, gateway.box, admin_token)
     if not matches:
-        sign_in_failures.failed(client)
+        failures.failed(client)
         return _sign_in_page(request, next, "That admin token is not valid.", 401)
-    sign_in_failures.succeeded(client)
+    failures.succeeded(client)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(response, gateway, await open_session(gateway))
     return response
