@@ -41,6 +41,8 @@ EXPECTED = {
     "/api/providers": {"get", "post"},
     "/api/governance/virtual-keys": {"get", "post"},
     "/api/config": {"get", "put"},
+    "/api/logs": {"get"},
+    "/api/logs/{log_id}": {"get"},
     "/health": {"get"},
     "/metrics": {"get"},
 }

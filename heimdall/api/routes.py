@@ -12,6 +12,7 @@ from heimdall.api import (
     oauth_routes,
     oauth_server_routes,
     providers,
+    request_logs,
     virtual_keys,
 )
 from heimdall.api.deps import GatewayDep
@@ -32,6 +33,7 @@ def build_api_router() -> APIRouter:
 
     router.include_router(providers.router)
     router.include_router(virtual_keys.router)
+    router.include_router(request_logs.router)
     router.include_router(mcp_clients.router)
     router.include_router(config_routes.router)
     router.include_router(inference_docs.router)
