@@ -193,7 +193,7 @@ def create_app(settings: Settings) -> HotPathRouter:
                 gateway.request_log.start()
                 stack.push_async_callback(gateway.request_log.stop)  # writes what is still queued
                 gateway.snapshots.start()
-                log.info("Heimdall %s listening on %s", __version__, settings.base_url)
+                log.info("Heimdall %s listening on %s (web UI: %s/)", __version__, settings.base_url, settings.base_url)
                 yield
         finally:
             await close_gateway(gateway)

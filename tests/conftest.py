@@ -7,7 +7,6 @@ which turns the skip into a failure so CI never passes without them.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.run_async import run_async
 
 POSTGRES_DSN = os.environ.get("HEIMDALL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("HEIMDALL_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -50,7 +50,7 @@ async def _pg_admin(sql: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_available() -> bool:
     try:
-        asyncio.run(_pg_admin("SELECT 1"))
+        run_async(_pg_admin("SELECT 1"))
     except Exception as exc:  # connection refused, auth, missing driver
         _unavailable("PostgreSQL", f"{POSTGRES_DSN}: {type(exc).__name__}: {exc}")
     return True
@@ -60,13 +60,13 @@ def postgres_available() -> bool:
 def postgres_url(postgres_available: bool) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     name = f"heimdall_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    run_async(_pg_admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_DSN.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
         _stop_running_gateways()
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_async(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,4 +1,8 @@
-"""Browser fixtures: one chromium per test session, a fresh context (cookies) per test.
+"""Browser fixtures: one chromium per test module, a fresh context (cookies) per test.
+
+Module scope, not session scope: while Playwright's sync API is open it keeps an event loop running
+in the main thread, which would break every later asyncio test of the run (pytest-asyncio,
+``asyncio.run``); closing it after each module hands the thread back.
 
 The browser is Debian's chromium driven by Playwright with ``executable_path``; .ci/system-packages
 installs it. Without it the tests are skipped, unless HEIMDALL_REQUIRE_SERVICES=1 (CI), where a
@@ -20,7 +24,7 @@ from tests.ui.browser import CHROMIUM, DESKTOP, LAUNCH_ARGS, sign_in
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
         _unavailable("chromium", f"{CHROMIUM} not found (apt-get install chromium, or run .ci/system-packages)")
@@ -28,7 +32,7 @@ def playwright_driver() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
     yield browser

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from heimdall.store.engine import create_engine, create_sessionmaker
 from heimdall.store.session_repos import delete_expired_sessions
 from heimdall.ui.throttle import FailureThrottle
 from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.run_async import run_async
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -142,8 +142,8 @@ def test_expired_sessions_are_swept(ui_gateway: RunningGateway) -> None:
         finally:
             await engine.dispose()
 
-    assert asyncio.run(sweep(1)) == 0
-    assert asyncio.run(sweep(13)) == 1
+    assert run_async(sweep(1)) == 0
+    assert run_async(sweep(13)) == 1
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
