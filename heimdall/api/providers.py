@@ -125,13 +125,28 @@ def provider_view(gateway: Gateway, row: ProviderRow, keys: list[ProviderKeyRow]
     )
 
 
+class InvalidProvider(BadRequest):
+    """A provider the config file would reject. ``locations`` pairs each problem's location below
+    ``providers.<name>`` with its message, for callers that point at a form field (the web UI)."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        problems = [str(issue) for issue in validation_issues(exc)]
+        super().__init__("invalid provider: " + "; ".join(problems), extra_fields={"errors": problems})
+        self.locations: list[tuple[tuple[int | str, ...], str]] = [
+            (tuple(err["loc"])[2:], err["msg"].removeprefix("Value error, ")) for err in exc.errors()
+        ]
+
+
 def validated_provider(name: str, provider: ProviderConfig) -> GatewayConfig:
-    """Validate a provider exactly as the config file would be, so both paths give the same errors."""
+    """Validate a provider exactly as the config file would be, so both paths give the same errors.
+
+    Raises:
+        InvalidProvider: with every problem found.
+    """
     try:
         return GatewayConfig.model_validate({"providers": {name: provider.model_dump(exclude_none=True)}})
     except ValidationError as exc:
-        problems = [str(issue) for issue in validation_issues(exc)]
-        raise BadRequest("invalid provider: " + "; ".join(problems), extra_fields={"errors": problems}) from None
+        raise InvalidProvider(exc) from None
 
 
 async def _load(gateway: Gateway, name: str) -> ProviderView:
