@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/heimdall serve $(ARGS)
 
+demo: $(STAMP)
+	$(BIN)/heimdall demo $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -1,4 +1,4 @@
-"""``heimdall`` command line: serve, config check, config schema."""
+"""``heimdall`` command line: serve, demo, config check, config schema, mcp verify."""
 
 from __future__ import annotations
 
@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", help="externally visible base URL [HEIMDALL_PUBLIC_URL]")
     serve.add_argument("--workers", type=int, help="worker processes (default 1) [HEIMDALL_WORKERS]")
     serve.add_argument("--log-level", help="debug, info, warning or error [HEIMDALL_LOG_LEVEL]")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the gateway with a demo OAuth MCP service and a scripted model, and print what to try",
+        description="Starts, on 127.0.0.1: the gateway (throwaway app dir, SQLite), a 'notes' MCP service with its "
+        "own OAuth login (users alice and bob) and a scripted model that uses the notes tools. Ctrl-C stops all.",
+    )
+    demo.add_argument("--port", type=int, help="the gateway's port (default 8080, or a free one if taken; 0: any)")
+    demo.add_argument("--keep", action="store_true", help="keep the throwaway app dir on exit")
+    demo.add_argument("--log-level", default="warning", help="debug, info, warning or error (default warning)")
 
     config = commands.add_parser("config", help="work with config.json files")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -191,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "demo":
+        from heimdall.demo.runner import DemoOptions, run_demo
+
+        return run_demo(DemoOptions(port=args.port, keep=args.keep, log_level=args.log_level))
     if args.command == "config" and args.config_command == "check":
         return cmd_config_check(args)
     if args.command == "config" and args.config_command == "schema":
