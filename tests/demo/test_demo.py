@@ -17,11 +17,7 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,61 +33,16 @@ from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
 from heimdall.demo.runner import DEMO_NOTES
+from tests.demo.process import HEIMDALL, Demo, run_demo
 from tests.per_user.conftest import Browser, text_of
 from tests.support.oauth_client_storage import MemoryStorage
 
-HEIMDALL = str(Path(sys.executable).parent / "heimdall")
 CONNECT_LINK = re.compile(r'href="([^"]*/oauth/connect/[^"]+)"[^>]*>\s*Connect')
-LAST_LINE = re.compile(r"^\s+-H 'Authorization: Bearer ")
-
-
-@dataclass
-class Demo:
-    process: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def value(self, label: str) -> str:
-        match = re.search(rf"^  {label}\s+(\S+)", self.output, re.M)
-        assert match is not None, f"{label!r} not printed:\n{self.output}"
-        return match.group(1)
-
-    def command(self, starts_with: str) -> str:
-        """A printed command, continuation lines included, as one would paste it into a shell."""
-        lines = self.output.splitlines()
-        start = next(i for i, line in enumerate(lines) if line.strip().startswith(starts_with))
-        end = start
-        while lines[end].rstrip().endswith("\\"):
-            end += 1
-        return "\n".join(line.strip() for line in lines[start : end + 1])
-
-
-def _read(demo: Demo) -> None:
-    assert demo.process.stdout is not None
-    for line in demo.process.stdout:
-        demo.lines.append(line)
 
 
 @pytest.fixture
 def demo() -> Iterator[Demo]:
-    process = subprocess.Popen(
-        [HEIMDALL, "demo", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    running = Demo(process)
-    threading.Thread(target=_read, args=(running,), daemon=True).start()
-    deadline = time.monotonic() + 60
-    while not any(LAST_LINE.match(line) for line in running.lines):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the demo did not print its walkthrough:\n{running.output}")
-        time.sleep(0.05)
-    yield running
-    if process.poll() is None:
-        process.kill()
-        process.wait(10)
+    yield from run_demo()
 
 
 def run_printed(command: str) -> Any:
