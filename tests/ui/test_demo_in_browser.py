@@ -57,5 +57,5 @@ def test_bob_connects_notes_and_the_admin_sees_it(demo: Demo, new_page: Callable
     screenshot(admin, "demo-connected-services")
 
     admin.get_by_role("link", name="Logs").click()
-    expect(admin.get_by_role("row").filter(has_text="demo-model").first).to_be_visible()
+    expect(admin.get_by_role("row").filter(has_text="for user bob").first).to_contain_text("demo-model")
     screenshot(admin, "demo-logs")

@@ -77,6 +77,8 @@ class LogRow:
     id: str
     at: Moment
     caller: str | None
+    #: The end user the request was made for, when it differs from the caller (a key acting for a user).
+    on_behalf_of: str | None
     endpoint: str
     model_requested: str | None
     model_resolved: str | None
@@ -99,6 +101,7 @@ def _row(view: LogView) -> LogRow:
         id=view.id,
         at=at,
         caller=view.caller,
+        on_behalf_of=view.user_id if view.user_id and view.user_id != view.caller else None,
         endpoint=view.endpoint,
         model_requested=view.model_requested,
         model_resolved=view.model_resolved,
