@@ -109,3 +109,8 @@ class SecretBox:
 
 def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def csrf_ok(expected: str, submitted: str | None) -> bool:
+    """A submitted form token equals the expected one (constant time; absurd lengths refused early)."""
+    return bool(submitted) and len(submitted or "") <= 128 and hmac.compare_digest(expected, submitted or "")

@@ -15,9 +15,10 @@ from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
+from heimdall.crypto import csrf_ok
 from heimdall.gateway import Gateway
 from heimdall.oauth.server.pages import error_page
-from heimdall.ui.session import AdminSession, csrf_ok, read_session
+from heimdall.ui.session import AdminSession, read_session
 
 #: Bounds on what one form may hold (Starlette parses the body before we see it).
 MAX_FORM_FIELDS = 400

@@ -13,7 +13,6 @@ attacker's session nor act in the admin's.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,10 +59,6 @@ def csrf_for(gateway: Gateway, cookie: str) -> str:
 
 def sign_in_csrf(gateway: Gateway, pre_session: str) -> str:
     return gateway.box.lookup_hash(f"admin-sign-in:{pre_session}")
-
-
-def csrf_ok(expected: str, submitted: str | None) -> bool:
-    return bool(submitted) and len(submitted or "") <= 128 and hmac.compare_digest(expected, submitted or "")
 
 
 async def open_session(gateway: Gateway) -> str:

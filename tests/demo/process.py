@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +66,10 @@ def run_demo() -> Iterator[Demo]:
     if process.poll() is None:
         process.kill()
         process.wait(10)
+
+
+def run_printed(command: str) -> Any:
+    """Run a printed command in a shell, as pasted; its JSON output."""
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -12,14 +12,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -33,7 +31,7 @@ from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
 from heimdall.demo.runner import DEMO_NOTES
-from tests.demo.process import HEIMDALL, Demo, run_demo
+from tests.demo.process import HEIMDALL, Demo, run_demo, run_printed
 from tests.per_user.conftest import Browser, text_of
 from tests.support.oauth_client_storage import MemoryStorage
 
@@ -43,13 +41,6 @@ CONNECT_LINK = re.compile(r'href="([^"]*/oauth/connect/[^"]+)"[^>]*>\s*Connect')
 @pytest.fixture
 def demo() -> Iterator[Demo]:
     yield from run_demo()
-
-
-def run_printed(command: str) -> Any:
-    """Run a printed command in a shell, as pasted; its JSON output."""
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def sign_in_to_notes(browser: Browser, authorize_url: str, user: str) -> httpx.Response:

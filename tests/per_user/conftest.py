@@ -25,13 +25,13 @@ import mcp.types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from sqlalchemy import Executable, delete, select, update
+from sqlalchemy import delete, select, update
 
-from heimdall.store.engine import create_engine
 from heimdall.store.per_user_models import OAuthHandoffRow, OAuthUserAttemptRow, OAuthUserTokenRow
 from tests.conftest import POSTGRES_DSN, _pg_admin
 from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.oauth_mcp_upstream import OAuthMCPUpstream, UpstreamKnobs, start_oauth_mcp_upstream
+from tests.support.run_async import run_sql  # noqa: F401  (re-exported for the per-user tests)
 
 VK_ALICE = "sk-bf-alice-key-000000000000000001"
 VK_BOB = "sk-bf-bob-key-0000000000000000002"
@@ -262,21 +262,6 @@ def browser() -> Iterator[Browser]:
 
 
 # --- the database, read and changed directly ---------------------------------------------------
-
-
-def run_sql(db_url: str, statement: Executable) -> list[tuple[Any, ...]]:
-    """Run one statement on the test's database (from outside the gateway); rows for a SELECT."""
-
-    async def run() -> list[tuple[Any, ...]]:
-        engine = create_engine(db_url)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(statement)
-                return [tuple(row) for row in result.all()] if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def expire_tokens(db_url: str, minutes_ago: int = 5) -> None:

@@ -11,9 +11,28 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from sqlalchemy import Executable
+
+from heimdall.store.engine import create_engine
+
 T = TypeVar("T")
 
 
 def run_async(work: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result(timeout=timeout)
+
+
+def run_sql(db_url: str, statement: Executable) -> list[tuple[Any, ...]]:
+    """Run one statement on a gateway's database from outside it; rows for a SELECT."""
+
+    async def run() -> list[tuple[Any, ...]]:
+        engine = create_engine(db_url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(statement)
+                return [tuple(row) for row in result.all()] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return run_async(run())

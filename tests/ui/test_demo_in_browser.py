@@ -4,29 +4,20 @@ requests in the web UI."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from heimdall.demo.runner import DEMO_NOTES
-from tests.demo.process import Demo, run_demo
+from tests.demo.process import Demo, run_demo, run_printed
 from tests.ui.browser import screenshot, sign_in
 
 
 @pytest.fixture
 def demo() -> Iterator[Demo]:
     yield from run_demo()
-
-
-def run_printed(command: str) -> Any:
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_bob_connects_notes_and_the_admin_sees_it(demo: Demo, new_page: Callable[..., Page]) -> None:

@@ -22,6 +22,7 @@ import time
 
 from starlette.responses import Response
 
+from heimdall.crypto import csrf_ok as csrf_ok
 from heimdall.gateway import Gateway
 from heimdall.oauth.per_user.identity import MAX_IDENTITY_LENGTH, Identity, parse_kind, still_valid
 
@@ -81,10 +82,6 @@ def csrf_token(gateway: Gateway, cookie: str) -> str:
 
 def sign_in_csrf(gateway: Gateway, pre_session: str) -> str:
     return gateway.box.lookup_hash(f"connections-sign-in:{pre_session}")
-
-
-def csrf_ok(expected: str, submitted: str | None) -> bool:
-    return bool(submitted) and len(submitted or "") <= 128 and hmac.compare_digest(expected, submitted or "")
 
 
 def set_session(response: Response, gateway: Gateway, identity: Identity) -> None:

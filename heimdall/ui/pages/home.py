@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from heimdall.crypto import csrf_ok
 from heimdall.oauth.per_user import grants
 from heimdall.oauth.server.pages import render
 from heimdall.store import mcp_repos, repos
@@ -16,7 +17,6 @@ from heimdall.ui.render import ADMIN_REFERRER_POLICY, page
 from heimdall.ui.session import (
     clear_session_cookie,
     close_session,
-    csrf_ok,
     open_session,
     pre_cookie_name,
     pre_session,
