@@ -115,7 +115,7 @@ async def overview(request: Request, admin: AdminPage) -> Response:
         ),
         (
             "Create a virtual key",
-            "Give each application its own key with its own limits.",
+            "Give each application its own key, models and tools.",
             "/virtual-keys/new",
             virtual_keys,
         ),
