@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import sys
@@ -193,6 +194,11 @@ def create_app(settings: Settings) -> HotPathRouter:
                 gateway.request_log.start()
                 stack.push_async_callback(gateway.request_log.stop)  # writes what is still queued
                 gateway.snapshots.start()
+                # What exists now (modules, routes, schemas, the snapshot: most of the heap) lives as long as
+                # the process; frozen, it is left out of every full collection, each of which otherwise
+                # stops the event loop for ~100 ms under load.
+                gc.freeze()
+                stack.callback(gc.unfreeze)
                 log.info("Heimdall %s listening on %s (web UI: %s/)", __version__, settings.base_url, settings.base_url)
                 yield
         finally:

@@ -4,9 +4,9 @@
 entry to a bounded queue: no database, no await, nothing that can raise into the request. A
 background task (``start``) wakes every ``FLUSH_SECONDS`` or once ``FLUSH_BATCH`` entries wait,
 turns the entries into rows (``LogEntry.log_row``, so even building the row happens off the request
-path) and inserts them in one transaction. When the writer falls behind, the oldest waiting entries
-are dropped and counted (``heimdall_request_log_dropped_total``). The same task prunes the table to
-``request_log_max_age_hours`` and ``request_log_max_rows``.
+path) and inserts them, up to ``WRITE_BATCH`` per transaction. When the writer falls behind, the
+oldest waiting entries are dropped and counted (``heimdall_request_log_dropped_total``). The same
+task prunes the table to ``request_log_max_age_hours`` and ``request_log_max_rows``.
 
 Secrets never reach an entry: endpoints hand over names and ids (virtual key name and id, provider
 key id), never key values or headers, and error messages are scrubbed of the provider key they
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.5
 FLUSH_BATCH = 200
+#: Entries per transaction when more are waiting (bounds how long one batch holds the event loop).
+WRITE_BATCH = 500
 #: Entries waiting for the writer; beyond this the oldest are dropped.
 QUEUE_LIMIT = 10_000
 #: Bodies (only with ``request_log_bodies``) are cut to this many bytes each.
@@ -115,6 +117,7 @@ class RequestLog:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._failing = False
         self._written_since_prune = 0
         self._last_prune = -PRUNE_SECONDS
         self.dropped = Counter(
@@ -171,23 +174,37 @@ class RequestLog:
         return rows
 
     async def flush(self) -> int:
-        """Write everything queued so far; returns the rows written (0 when the store refused them)."""
+        """Write everything queued so far, ``WRITE_BATCH`` entries per transaction; returns the rows written."""
+        written = 0
         async with self._lock:
-            if not self.queue:
-                return 0
-            entries = list(self.queue)
-            self.queue.clear()
-            rows = self._rows(entries)
-            try:
-                async with self.store.transaction() as session:
-                    await log_repos.insert_logs(session, rows)
-            except Exception:
+            pending = len(self.queue)  # entries queued while writing wait for the next flush
+            while pending > 0 and self.queue:
+                size = min(pending, len(self.queue), WRITE_BATCH)
+                pending -= size
+                written += await self._write([self.queue.popleft() for _ in range(size)])
+        return written
+
+    async def _write(self, entries: list[LogEntry]) -> int:
+        """One transaction; returns the rows written (0 when the store refused them)."""
+        rows = self._rows(entries)
+        if not rows:
+            return 0
+        try:
+            async with self.store.transaction() as session:
+                await log_repos.insert_logs(session, rows)
+        except Exception:
+            # One traceback per outage, not one per batch.
+            if not self._failing:
                 log.exception("could not write %d request log rows; they are dropped", len(rows))
-                self._failed.inc(len(rows))
-                return 0
-            self.written.inc(len(rows))
-            self._written_since_prune += len(rows)
-            return len(rows)
+            self._failing = True
+            self._failed.inc(len(rows))
+            return 0
+        if self._failing:
+            log.info("writing the request log again")
+            self._failing = False
+        self.written.inc(len(rows))
+        self._written_since_prune += len(rows)
+        return len(rows)
 
     async def prune(self, now: datetime | None = None) -> int:
         """Apply the retention limits now; returns rows deleted."""

@@ -9,12 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from heimdall.governance.request_log import body_text, capped, redact, usage_columns
+from heimdall.governance.request_log import BODY_LIMIT, body_text, capped, redact, usage_columns
 from heimdall.governance.virtual_keys import VirtualKeyRuntime
 from heimdall.llm.pipeline import Attempted
-
-#: A body capture stops growing at this size (``request_log.BODY_LIMIT`` is what is stored).
-_CAPTURE_LIMIT = 8 * 1024
 
 
 def tool_names(tools: Any) -> list[str]:
@@ -46,9 +43,9 @@ class Exchange:
     usage: Any = None
     error: str | None = None
     error_type: str | None = None
-    #: ``messages`` and the OpenAI ``tools`` of the request as sent upstream (not copied).
+    #: How many ``messages`` the request sent upstream, and the names of the tools it offered.
     messages: int | None = None
-    tools_offered: Any = None
+    tools_offered: list[str] | None = None
     #: From the response: the first choice's finish reason and tool calls, agent-mode iterations.
     finish_reason: Any = None
     tool_calls: Any = None
@@ -63,7 +60,9 @@ class Exchange:
     def note_request(self, body: dict[str, Any]) -> None:
         messages = body.get("messages")
         self.messages = len(messages) if isinstance(messages, list) else None
-        self.tools_offered = body.get("tools")
+        tools = body.get("tools")
+        # Names now rather than a reference: tool lists with schemas are too big to hold in the queue.
+        self.tools_offered = tool_names(tools) if tools else None
         self.stream = body.get("stream") is True
 
     def note_result(self, result: dict[str, Any], usage: Any) -> None:
@@ -92,13 +91,13 @@ class Exchange:
                 self.finish_reason = reason
 
     def capture_request(self, body: bytes) -> None:
-        self.request_body = body[:_CAPTURE_LIMIT]
+        self.request_body = body[:BODY_LIMIT]
 
     def capture_response(self, chunk: bytes) -> None:
         if self.response_body is None:
             self.response_body = bytearray()
-        if len(self.response_body) < _CAPTURE_LIMIT:
-            self.response_body += chunk[: _CAPTURE_LIMIT - len(self.response_body)]
+        if len(self.response_body) < BODY_LIMIT:
+            self.response_body += chunk[: BODY_LIMIT - len(self.response_body)]
 
     def log_row(self) -> dict[str, Any]:
         state = self.state
@@ -107,7 +106,7 @@ class Exchange:
         vk = self.vk
         user_id = None
         if self.user_header and vk is not None and vk.can_assert_user_ids:
-            user_id = self.user_header.decode("latin-1").strip()[:255] or None
+            user_id = self.user_header.decode("latin-1").strip() or None
         detail: dict[str, Any] = {}
         if target is not None:
             detail["key_id"] = target.key.id
@@ -115,8 +114,8 @@ class Exchange:
             detail["attempts"] = state.attempts
         if self.messages is not None:
             detail["messages"] = self.messages
-        if offered := tool_names(self.tools_offered):
-            detail["tools_offered"] = capped(offered)
+        if self.tools_offered:
+            detail["tools_offered"] = capped(self.tools_offered)
         if called := tool_names(self.tool_calls):
             detail["tools_called"] = capped(called)
         if isinstance(self.finish_reason, str):
@@ -137,8 +136,8 @@ class Exchange:
             "virtual_key_id": vk.id if vk is not None else None,
             "user_id": user_id,
             "provider": route.provider.name if route is not None else None,
-            "model_requested": state.model_field[:255] if state is not None else None,
-            "model_resolved": (target.model if target is not None else route.model if route is not None else None),
+            "model_requested": state.model_field if state is not None else None,
+            "model_resolved": target.model if target is not None else None,
             "status_code": self.status,
             "stream": self.stream,
             "latency_ms": round((self.finished - self.started) * 1000, 3),

@@ -50,7 +50,7 @@ class ToolCallEntry:
             "virtual_key_id": caller.vk_id if caller is not None else None,
             "user_id": user_id,
             "provider": self.entry.spec.name if self.entry is not None else None,
-            "model_requested": self.tool[:255] if self.tool else None,
+            "model_requested": self.tool or None,
             "model_resolved": self.entry.upstream_name if self.entry is not None else None,
             "status_code": self.status,
             "stream": False,

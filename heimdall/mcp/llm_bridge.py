@@ -20,8 +20,8 @@ from heimdall.mcp.runtime import Caller as MCPCaller
 from heimdall.mcp.tool_calls import MCPAuthRequiredError, offer_tools
 
 USER_ID_HEADER = "x-bf-user-id"
-#: How the executor words a failed call in its output (``tool_calls.ToolExecutor.run``, ``result_text``).
-_FAILED_OUTPUT = ("Tool execution failed", "Error: ")
+#: How a failed call's output starts (``tool_calls.ToolExecutor.run`` and ``result_text``, case-insensitive).
+_FAILED_OUTPUT = ("tool execution failed", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ class ToolExecuteEndpoint:
                 output = await mcp.executor.run(entry, arguments, caller)
             except AuthRequired as exc:
                 raise MCPAuthRequiredError(exc) from None
-            if output.startswith(_FAILED_OUTPUT):
+            if output[:21].lower().startswith(_FAILED_OUTPUT):
                 logged.error = output
             call_id = str(call.get("id") or "") if isinstance(call, dict) else ""
             if response_format == "responses":
