@@ -54,6 +54,19 @@ class Store:
             yield session
 
 
+#: PostgreSQL's SQLSTATEs for a transaction it aborted to break a deadlock or a serialization conflict.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable_conflict(error: BaseException) -> bool:
+    """The database rolled the transaction back because of a concurrent one; running it again is safe."""
+    for candidate in (getattr(error, "orig", None), error.__cause__, getattr(error.__cause__, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if code in _RETRYABLE_SQLSTATES:
+            return True
+    return False
+
+
 # --- store version (cross-process change detection) -------------------------------------------
 
 

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from heimdall.crypto import SecretBox
@@ -34,7 +35,7 @@ from heimdall.oauth.server.errors import OAuthError
 from heimdall.oauth.upstream.pkce import s256_challenge
 from heimdall.oauth.upstream.records import as_utc, utcnow
 from heimdall.store.per_user_models import ASCodeRow, ASGrantRow, ASTokenRow
-from heimdall.store.repos import Store
+from heimdall.store.repos import Store, is_retryable_conflict
 
 #: RFC 7636 §4.1 code_verifier syntax.
 VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -94,6 +95,10 @@ async def create_code(
         )
     )
     return code
+
+
+#: Runs of a refresh transaction that the database aborted to break a deadlock.
+_CONFLICT_ATTEMPTS = 3
 
 
 async def revoke_grant(session: AsyncSession, grant_id: str, reason: str) -> None:
@@ -266,8 +271,16 @@ async def refresh(gateway: Gateway, params: dict[str, str]) -> TokenSet:
     """
     _require(params, "refresh_token", "refresh_token is required")
     _require(params, "client_id", "client_id is required")
-    async with gateway.store.transaction() as session:
-        outcome = await _refresh(session, gateway, params)
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        try:
+            async with gateway.store.transaction() as session:
+                outcome = await _refresh(session, gateway, params)
+            break
+        except DBAPIError as exc:
+            # Concurrent replays of one refresh token can deadlock on PostgreSQL (rotation against
+            # revocation); the loser was rolled back whole, and running it again gives its real answer.
+            if attempt + 1 == _CONFLICT_ATTEMPTS or not is_retryable_conflict(exc):
+                raise
     return await _finish(gateway, outcome)
 
 
