@@ -103,7 +103,10 @@ async def add_active_per_user_client(gateway: RunningGateway) -> None:
     async with httpx.AsyncClient(
         base_url=gateway.url, headers={"Authorization": f"Bearer {gateway.admin_token}"}, trust_env=False
     ) as admin:
-        while "wiki" not in {c["config"]["name"] for c in (await admin.get("/api/mcp/clients")).json()["clients"]}:
+        # Wait until the MCP service itself has loaded it (the row alone shows up in the list earlier).
+        while ("wiki", "per_user") not in {
+            (c["config"]["name"], c["state"]) for c in (await admin.get("/api/mcp/clients")).json()["clients"]
+        }:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
 
