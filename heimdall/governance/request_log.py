@@ -78,6 +78,21 @@ def body_text(body: bytes | bytearray) -> str:
     return bytes(body[:BODY_LIMIT]).decode("utf-8", "replace")
 
 
+def add_outcome(
+    detail: dict[str, Any],
+    error_type: str | None,
+    request_body: bytes | bytearray | None,
+    response_body: bytes | bytearray | None,
+) -> None:
+    """Put the error type and the captured bodies (when bodies are kept) into a row's ``detail``."""
+    if error_type is not None:
+        detail["error_type"] = error_type
+    if request_body is not None:
+        detail["request_body"] = body_text(request_body)
+    if response_body is not None:
+        detail["response_body"] = body_text(response_body)
+
+
 def redact(text: str | None, *secrets: str | None) -> str | None:
     """``text`` with every occurrence of the given secrets replaced (for upstream error messages)."""
     if text is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from heimdall.governance.request_log import BODY_LIMIT, body_text, capped, redact, usage_columns
+from heimdall.governance.request_log import BODY_LIMIT, add_outcome, capped, redact, usage_columns
 from heimdall.governance.virtual_keys import VirtualKeyRuntime
 from heimdall.llm.pipeline import Attempted
 
@@ -124,12 +124,7 @@ class Exchange:
             detail["agent_iterations"] = self.agent_iterations
         if self.first_byte is not None:
             detail["ttfb_ms"] = round((self.first_byte - self.started) * 1000, 3)
-        if self.error_type is not None:
-            detail["error_type"] = self.error_type
-        if self.request_body is not None:
-            detail["request_body"] = body_text(self.request_body)
-        if self.response_body is not None:
-            detail["response_body"] = body_text(self.response_body)
+        add_outcome(detail, self.error_type, self.request_body, self.response_body)
         return {
             "endpoint": self.endpoint,
             "caller": vk.name if vk is not None else user_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from heimdall.governance.request_log import body_text
+from heimdall.governance.request_log import add_outcome
 from heimdall.mcp.catalog import CatalogTool
 from heimdall.mcp.runtime import Caller
 
@@ -38,12 +38,7 @@ class ToolCallEntry:
         caller = self.caller
         user_id = caller.user_id if caller is not None else None
         detail: dict[str, Any] = {}
-        if self.error_type is not None:
-            detail["error_type"] = self.error_type
-        if self.request_body is not None:
-            detail["request_body"] = body_text(self.request_body)
-        if self.response_body is not None:
-            detail["response_body"] = body_text(self.response_body)
+        add_outcome(detail, self.error_type, self.request_body, self.response_body)
         return {
             "endpoint": self.endpoint,
             "caller": (caller.vk_name or user_id) if caller is not None else None,
