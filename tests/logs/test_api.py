@@ -57,7 +57,7 @@ def test_filters(start: StartGateway, fake: FakeProvider) -> None:
         assert by_id[embedding]["model_requested"] == "openai/text-embedding-3-small"
 
         bad = admin.get("/api/logs", params={"status": "maybe"})
-        assert bad.status_code in (400, 422) and bad.json()["error"]["message"]
+        assert bad.status_code == 400 and "status" in bad.json()["error"]["message"]
 
 
 def test_paging_walks_every_row_newest_first(start: StartGateway, fake: FakeProvider) -> None:
